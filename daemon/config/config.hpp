@@ -1,0 +1,78 @@
+// The user's configuration: $XDG_CONFIG_HOME/davsyncd/config.json.
+//
+// The key names are a contract that scripts and tests rely on; the schema in
+// config/config.schema.json documents them. The loader is strict: an unknown
+// key, a wrong type or a missing required key is an error naming the file,
+// line, account and key, because a silently ignored typo in a sync tool's
+// config means data in the wrong place.
+//
+// Pure data and parsing; no I/O except reading the file (and, in
+// resolve_password(), running the user's password command).
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/fs.hpp"
+
+namespace davsyncd::config {
+
+struct ConfigError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+enum class ConflictPolicy { server_wins, local_wins, newest };
+
+// Which of an account's collections to sync. A collection matches a pattern
+// when the pattern equals its id (last path segment of its href) or its
+// display name. Empty include = all. Exclude wins over include.
+struct CollectionFilter {
+    std::vector<std::string> include;
+    std::vector<std::string> exclude;
+    bool accepts(const std::string& id, const std::string& display_name) const;
+};
+
+struct Account {
+    std::string id;        // [A-Za-z0-9_-]{1,64}; names folders, D-Bus paths and logs
+    std::string url;       // http(s) URL: a collection home, a principal or just the server
+    std::string username;
+    std::optional<std::string> password_command;  // run with /bin/sh -c; first line of stdout
+    std::optional<std::string> password;          // inline; discouraged (a warning is logged)
+    std::filesystem::path local_root;             // folder holding one vdir per collection
+    std::chrono::seconds sync_interval{900};      // poll interval
+    CollectionFilter collections;
+    bool verify_tls = true;
+    ConflictPolicy conflict_policy = ConflictPolicy::server_wins;
+    unsigned multiget_batch = 0;                  // 0 = engine default
+};
+
+struct Config {
+    std::filesystem::path source;        // the file it was read from
+    std::filesystem::path state_dir;     // $XDG_STATE_HOME/davsyncd
+    std::filesystem::path data_dir;      // $XDG_DATA_HOME/davsyncd
+    std::optional<std::string> push_distributor;  // D-Bus name to prefer
+    std::vector<Account> accounts;
+};
+
+// Default location: $XDG_CONFIG_HOME/davsyncd/config.json.
+std::filesystem::path default_path(const fs::XdgDirs& xdg);
+
+// Parses and validates. `local_root` defaults to data_dir/<account id>.
+// Throws ConfigError with a message like
+//   "/home/a/.config/davsyncd/config.json:7: account 'personal': key 'sync_interval': expected a positive integer (seconds)".
+// A missing file gives a message that says how to create one.
+Config load(const std::filesystem::path& path, const fs::XdgDirs& xdg);
+Config parse(std::string_view text, const std::filesystem::path& source_name, const fs::XdgDirs& xdg);
+
+// The account's password: runs password_command (first line of its stdout,
+// without the newline) or returns the inline password. Throws ConfigError
+// naming the account (never the password) when the command fails.
+std::string resolve_password(const Account& account);
+
+const char* to_string(ConflictPolicy p);
+
+}  // namespace davsyncd::config

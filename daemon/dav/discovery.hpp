@@ -1,0 +1,82 @@
+// Account discovery: from the configured URL (a collection home, a principal
+// or just the server) to the list of calendars and address books, with the
+// properties the sync engine and the push code need.
+//
+// Steps (RFC 6764 §6, RFC 4791 §6.2.1, RFC 6352 §7.1.1):
+//   1. PROPFIND current-user-principal on the configured URL, then on
+//      /.well-known/caldav and /.well-known/carddav (redirects followed).
+//   2. PROPFIND calendar-home-set and addressbook-home-set on the principal.
+//   3. PROPFIND Depth 1 on each home: resourcetype, displayname, colour,
+//      supported components, supported-report-set, sync-token, getctag and
+//      the WebDAV-Push properties.
+// When no principal is found the configured URL itself is treated as a home.
+//
+// Thread affinity: whoever owns the HttpClient.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "dav/http_client.hpp"
+#include "dav/types.hpp"
+
+namespace davsyncd::dav {
+
+enum class CollectionKind { calendar, tasks, addressbook };
+const char* to_string(CollectionKind k);
+std::optional<CollectionKind> kind_from_string(std::string_view s);
+
+// What a collection says about WebDAV-Push (draft-bitfire-webdav-push-00).
+struct PushSupport {
+    bool web_push = false;               // transports contains web-push
+    std::string vapid_public_key;        // base64url, empty when none advertised
+    PushTopic topic;
+    std::optional<std::string> content_update_depth;   // supported-triggers
+    std::optional<std::string> property_update_depth;
+    bool usable() const { return web_push && !topic.empty(); }
+};
+
+struct CollectionInfo {
+    Href href;                 // as the server sent it
+    std::string url;           // absolute
+    std::string id;            // last path segment, percent-decoded
+    std::string display_name;
+    std::string color;         // "#RRGGBB" or "#RRGGBBAA" as sent, may be empty
+    std::string description;
+    CollectionKind kind = CollectionKind::calendar;
+    std::vector<std::string> components;  // VEVENT, VTODO, ... (calendars only)
+    bool supports_sync_collection = false;
+    SyncToken sync_token;
+    CTag ctag;
+    PushSupport push;
+};
+
+struct DiscoveryResult {
+    std::string principal_url;           // empty when none was found
+    std::vector<std::string> calendar_homes;
+    std::vector<std::string> addressbook_homes;
+    bool server_advertises_push = false; // "webdav-push" in the DAV header
+    std::vector<CollectionInfo> collections;
+};
+
+struct DiscoveryError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Throws DiscoveryError (auth failure, nothing found, bad responses) naming
+// the URL. Hrefs that point to another origin than the account's are skipped
+// with a warning.
+DiscoveryResult discover(HttpClient& http, const std::string& account_url);
+
+// Reads the collection properties (Depth 0) of one known collection, e.g.
+// after a push property-update. Same parsing as discovery.
+CollectionInfo read_collection(HttpClient& http, const std::string& collection_url);
+
+nlohmann::json to_json(const DiscoveryResult& r);
+nlohmann::json to_json(const CollectionInfo& c);
+CollectionInfo collection_from_json(const nlohmann::json& j);
+
+}  // namespace davsyncd::dav

@@ -1,0 +1,111 @@
+// HTTP for one account over libcurl's easy interface.
+//
+// One HttpClient owns one curl handle, so the connection is kept alive and
+// reused across requests (and DNS/TLS work is done once). Basic and Digest
+// auth, TLS verification (unless the account turns it off), timeouts,
+// gzip, a davsyncd User-Agent, and Retry-After parsing live here.
+//
+// Every request of the daemon goes through send(). State-changing requests
+// (PUT, DELETE, MOVE, COPY, PROPPATCH, MKCOL, MKCALENDAR, POST) also pass
+// through the write decorator, the one place where headers such as
+// Push-Dont-Notify are attached.
+//
+// Thread affinity: one thread at a time (a sync job owns its client).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "dav/url.hpp"
+
+namespace davsyncd::dav {
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+struct Request {
+    std::string method;               // "PROPFIND", "REPORT", "PUT", ...
+    std::string url;                  // absolute URL
+    Headers headers;                  // extra headers ("Depth", "If-Match", ...)
+    std::string body;
+    std::string content_type;         // sets Content-Type when body is non-empty
+
+    static Request propfind(std::string url, std::string depth, std::string body);
+    static Request report(std::string url, std::string depth, std::string body);
+    static Request get(std::string url);
+    static Request put(std::string url, std::string body, std::string content_type);
+    static Request del(std::string url);
+    static Request post(std::string url, std::string body, std::string content_type);
+    static Request options(std::string url);
+
+    Request& header(std::string name, std::string value);
+    bool changes_state() const;       // PUT, DELETE, MOVE, COPY, PROPPATCH, MKCOL, MKCALENDAR, POST
+};
+
+struct Response {
+    long status = 0;
+    Headers headers;                  // names lower-cased, in order received (last hop only)
+    std::string body;
+    std::string effective_url;        // after redirects
+
+    // First header with that (case-insensitive) name.
+    std::optional<std::string> header(std::string_view name) const;
+    // Retry-After as a delay (delta-seconds or HTTP-date), when present and valid.
+    std::optional<std::chrono::seconds> retry_after() const;
+    bool ok() const { return status >= 200 && status < 300; }
+};
+
+// Transport failure (DNS, connect, TLS, timeout, too large). Names the URL
+// (redacted) and curl's reason.
+struct HttpError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct ClientOptions {
+    std::string username;
+    std::string password;
+    bool verify_tls = true;
+    std::chrono::seconds connect_timeout{15};
+    std::chrono::seconds timeout{300};          // whole transfer
+    std::chrono::seconds low_speed_window{60};  // abort when stalled this long
+    size_t max_response_bytes = 512u << 20;     // larger bodies are an error, not OOM
+};
+
+class HttpClient {
+public:
+    explicit HttpClient(ClientOptions options);
+    ~HttpClient();
+    HttpClient(const HttpClient&) = delete;
+    HttpClient& operator=(const HttpClient&) = delete;
+
+    // Sends the request and returns any HTTP status (4xx/5xx are not
+    // exceptions). Throws HttpError on transport failure.
+    Response send(Request request);
+
+    // Called with every state-changing request just before it is sent.
+    using WriteDecorator = std::function<void(Request&)>;
+    void set_write_decorator(WriteDecorator d) { write_decorator_ = std::move(d); }
+
+    // Counts for logs, tests and benchmarks.
+    uint64_t requests_sent() const { return requests_sent_; }
+    uint64_t bytes_received() const { return bytes_received_; }
+
+private:
+    struct Curl;
+    ClientOptions options_;
+    std::unique_ptr<Curl> curl_;
+    WriteDecorator write_decorator_;
+    uint64_t requests_sent_ = 0;
+    uint64_t bytes_received_ = 0;
+};
+
+std::string user_agent();
+
+}  // namespace davsyncd::dav

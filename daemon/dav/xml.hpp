@@ -1,0 +1,104 @@
+// Namespace-aware reading and safe writing of WebDAV XML on top of tinyxml2.
+//
+// tinyxml2 knows nothing of namespaces: it hands us "D:href" or "href" with
+// xmlns attributes somewhere up the tree. Servers use any prefix, or a default
+// namespace, so every lookup here resolves the prefix first and compares
+// (namespace URI, local name) pairs.
+//
+// Any thread; a Document is used by one thread at a time.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <tinyxml2.h>
+
+namespace davsyncd::xml {
+
+inline constexpr std::string_view kDav = "DAV:";
+inline constexpr std::string_view kCalDav = "urn:ietf:params:xml:ns:caldav";
+inline constexpr std::string_view kCardDav = "urn:ietf:params:xml:ns:carddav";
+inline constexpr std::string_view kCalServer = "http://calendarserver.org/ns/";
+inline constexpr std::string_view kAppleIcal = "http://apple.com/ns/ical/";
+inline constexpr std::string_view kPush = "https://bitfire.at/webdav-push";
+inline constexpr std::string_view kPushLegacy = "DAV:Push";  // servers before late 2024
+
+struct XmlError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+using Element = tinyxml2::XMLElement;
+
+// A parsed document. Parsing rejects malformed XML, DOCTYPE declarations
+// (entity expansion), and nesting deeper than 64 levels.
+class Document {
+public:
+    // Throws XmlError("malformed XML: <reason> at line N").
+    explicit Document(std::string_view text);
+    const Element* root() const;
+private:
+    std::unique_ptr<tinyxml2::XMLDocument> doc_;
+};
+
+// Namespace URI of an element ("" when none), resolved through xmlns
+// attributes on it and its ancestors.
+std::string namespace_of(const Element* e);
+// Local name without prefix.
+std::string_view local_name(const Element* e);
+bool is(const Element* e, std::string_view ns, std::string_view local);
+// Matches either push namespace (current or legacy).
+bool is_push(const Element* e, std::string_view local);
+
+// First / all direct children with that name. nullptr / empty when none.
+const Element* child(const Element* parent, std::string_view ns, std::string_view local);
+std::vector<const Element*> children(const Element* parent, std::string_view ns, std::string_view local);
+const Element* push_child(const Element* parent, std::string_view local);  // either push namespace
+// All direct child elements, any name.
+std::vector<const Element*> elements(const Element* parent);
+
+// Concatenated text content of the element and its descendants, whitespace
+// trimmed at both ends. At most `max_bytes` (longer text throws XmlError).
+std::string text(const Element* e, size_t max_bytes = 64 * 1024);
+
+// Escapes &, <, >, " and ' for element text or attribute values.
+std::string escape(std::string_view s);
+
+// --- RFC 4918 multistatus -------------------------------------------------
+
+struct PropStat {
+    int status = 0;                  // HTTP status code of the propstat, 0 if missing/unparsable
+    const Element* prop = nullptr;   // the DAV:prop element (may be nullptr)
+};
+
+struct Response {
+    std::string href;                // as sent, percent-encoded, trimmed
+    int status = 0;                  // response-level DAV:status, 0 when absent
+    std::vector<PropStat> propstats;
+    const Element* error = nullptr;  // DAV:error, when present
+
+    // The prop element in the 2xx propstat that contains (ns, local), or nullptr.
+    const Element* find_prop(std::string_view ns, std::string_view local) const;
+};
+
+struct Multistatus {
+    std::vector<Response> responses;
+    std::optional<std::string> sync_token;  // top-level DAV:sync-token (RFC 6578)
+};
+
+// Parses a DAV:multistatus body. Elements point into `doc`, which must
+// outlive the result. Throws XmlError when the root is not DAV:multistatus.
+Multistatus parse_multistatus(const Document& doc);
+
+// Status code from a "HTTP/1.1 404 Not Found" line, 0 when unparsable.
+int parse_status_line(std::string_view line);
+
+// Name of the first child of a DAV:error element (e.g. "valid-sync-token"),
+// with its namespace; nullopt when the body is not a DAV:error.
+struct QName { std::string ns; std::string local; };
+std::optional<QName> error_condition(std::string_view body);
+
+}  // namespace davsyncd::xml
