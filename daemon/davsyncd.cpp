@@ -1,1 +1,110 @@
-int main() { return 0; }
+// davsyncd: keeps CalDAV/CardDAV accounts in local vdir folders.
+// Entry point only: parses the command line and hands over to the core library.
+
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <string_view>
+
+#include <curl/curl.h>
+
+#include "app/commands.hpp"
+#include "config/config.hpp"
+#include "core/log.hpp"
+#include "davsyncd_version.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(Usage: davsyncd [OPTIONS]
+
+Keeps the calendars and address books of your CalDAV/CardDAV accounts in
+local vdir folders (for khal, khard, todoman).
+
+Options:
+  --config PATH     configuration file (default: $XDG_CONFIG_HOME/davsyncd/config.json)
+  --account ID      act on this account only
+  --discover        find every account's collections, print them and exit
+  --json            with --discover: print JSON instead of a table
+  --once            sync every account once, print a line per collection, exit
+  --force-delete    with --once: mirror a side that became empty (normally refused)
+  --debug           log every request
+  --version         print the version and exit
+  --help            print this help and exit
+)";
+
+struct Options {
+    std::string config_path;
+    std::string account;
+    bool discover = false;
+    bool json = false;
+    bool once = false;
+    bool force_delete = false;
+};
+
+// Returns false (after printing why) on a bad command line.
+bool parse_args(int argc, char** argv, Options& o) {
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        auto value = [&](std::string& into) {
+            if (i + 1 >= argc) {
+                std::cerr << "davsyncd: " << a << " needs a value\n";
+                return false;
+            }
+            into = argv[++i];
+            return true;
+        };
+        if (a == "--config") { if (!value(o.config_path)) return false; }
+        else if (a.starts_with("--config=")) o.config_path = std::string(a.substr(9));
+        else if (a == "--account") { if (!value(o.account)) return false; }
+        else if (a == "--discover") o.discover = true;
+        else if (a == "--json") o.json = true;
+        else if (a == "--once") o.once = true;
+        else if (a == "--force-delete") o.force_delete = true;
+        else if (a == "--debug") davsyncd::log::set_max_level(davsyncd::log::Level::debug);
+        else if (a == "--version") { std::cout << "davsyncd " << DAVSYNCD_VERSION << "\n"; std::exit(0); }
+        else if (a == "--help" || a == "-h") { std::cout << kUsage; std::exit(0); }
+        else {
+            std::cerr << "davsyncd: unknown option '" << a << "'\n" << kUsage;
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace davsyncd;
+    Options opts;
+    if (!parse_args(argc, argv, opts)) return 2;
+
+    // libcurl's global set-up must happen before any thread starts.
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    auto xdg = fs::XdgDirs::from_environment();
+    config::Config cfg;
+    try {
+        cfg = config::load(opts.config_path.empty() ? config::default_path(xdg) : std::filesystem::path(opts.config_path), xdg);
+    } catch (const config::ConfigError& e) {
+        log::error(e.what());
+        return 1;
+    }
+    if (!opts.account.empty()) {
+        bool known = false;
+        for (const auto& a : cfg.accounts) known |= a.id == opts.account;
+        if (!known) {
+            log::error("no account '", opts.account, "' in ", cfg.source.string());
+            return 1;
+        }
+    }
+
+    int status = 0;
+    if (opts.discover) status = app::discover(cfg, opts.account, opts.json, std::cout);
+    else if (opts.once) status = app::sync_once(cfg, opts.account, opts.force_delete, std::cout);
+    else {
+        std::cerr << "davsyncd: nothing to do yet; try --discover or --once\n";
+        status = 2;
+    }
+    curl_global_cleanup();
+    return status;
+}

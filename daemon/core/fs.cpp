@@ -87,14 +87,12 @@ void make_dirs(const std::filesystem::path& dir, unsigned mode) {
 
 bool is_inside(const std::filesystem::path& parent, const std::filesystem::path& child) {
     auto p = parent.lexically_normal();
+    if (!p.has_filename()) p = p.parent_path();  // "/a/b/" -> "/a/b"
     auto c = child.lexically_normal();
-    auto pit = p.begin();
     auto cit = c.begin();
-    for (; pit != p.end(); ++pit, ++cit) {
-        if (pit->empty()) continue;  // trailing slash of parent
+    for (auto pit = p.begin(); pit != p.end(); ++pit, ++cit)
         if (cit == c.end() || *pit != *cit) return false;
-    }
-    if (cit == c.end()) return false;  // same path, not inside
+    if (cit == c.end() || cit->empty()) return false;  // the same folder, not inside
     for (; cit != c.end(); ++cit)
         if (*cit == "..") return false;
     return true;

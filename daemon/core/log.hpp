@@ -3,7 +3,7 @@
 // When stderr is a terminal the prefix is replaced by a readable level word.
 //
 // Any thread may log; each line is written with a single write(2).
-// Never log credentials: the HTTP layer only logs URLs through redact_url().
+// Never log credentials: the HTTP layer only logs URLs through url::redact().
 #pragma once
 
 #include <sstream>

@@ -98,6 +98,8 @@ public:
     uint64_t bytes_received() const { return bytes_received_; }
 
 private:
+    Response perform(const Request& request);
+
     struct Curl;
     ClientOptions options_;
     std::unique_ptr<Curl> curl_;

@@ -80,7 +80,7 @@ struct Response {
     std::vector<PropStat> propstats;
     const Element* error = nullptr;  // DAV:error, when present
 
-    // The prop element in the 2xx propstat that contains (ns, local), or nullptr.
+    // The property element (ns, local) from a 2xx propstat, or nullptr.
     const Element* find_prop(std::string_view ns, std::string_view local) const;
 };
 

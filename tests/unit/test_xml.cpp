@@ -1,1 +1,453 @@
 #include <doctest/doctest.h>
+
+#include <string>
+
+#include "dav/xml.hpp"
+
+using namespace davsyncd;
+using namespace davsyncd::xml;
+
+namespace {
+
+std::string nested(int depth) {
+    std::string s;
+    for (int i = 0; i < depth; ++i) s += "<a>";
+    for (int i = 0; i < depth; ++i) s += "</a>";
+    return s;
+}
+
+std::string error_message(std::string_view body) {
+    try {
+        Document doc(body);
+    } catch (const XmlError& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+}  // namespace
+
+TEST_SUITE("xml") {
+
+TEST_CASE("namespace resolution: prefixes, default namespace, undeclared prefix") {
+    Document doc(R"(<root xmlns="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">
+        <href>/a</href>
+        <C:calendar-data>x</C:calendar-data>
+        <inner xmlns="http://apple.com/ns/ical/" xmlns:C="urn:other">
+            <calendar-color>#ff0000</calendar-color>
+            <C:thing/>
+        </inner>
+        <Q:unknown/>
+        <blank xmlns=""><child/></blank>
+    </root>)");
+    const Element* root = doc.root();
+    REQUIRE(root);
+    CHECK(namespace_of(root) == "DAV:");
+    CHECK(local_name(root) == "root");
+
+    const Element* href = child(root, kDav, "href");
+    REQUIRE(href);
+    CHECK(text(href) == "/a");
+
+    const Element* data = child(root, kCalDav, "calendar-data");
+    REQUIRE(data);
+    CHECK(local_name(data) == "calendar-data");
+    CHECK(namespace_of(data) == kCalDav);
+
+    const Element* inner = child(root, kDav, "inner");
+    CHECK(inner == nullptr);  // inner redeclares the default namespace on itself
+    inner = child(root, kAppleIcal, "inner");
+    REQUIRE(inner);
+    CHECK(child(inner, kAppleIcal, "calendar-color") != nullptr);
+    CHECK(child(inner, kDav, "calendar-color") == nullptr);
+    // The nearest declaration of a prefix wins.
+    CHECK(child(inner, "urn:other", "thing") != nullptr);
+    CHECK(child(inner, kCalDav, "thing") == nullptr);
+
+    const Element* unknown = elements(root)[3];
+    CHECK(local_name(unknown) == "unknown");
+    CHECK(namespace_of(unknown) == "");
+    CHECK(is(unknown, "", "unknown"));
+
+    // xmlns="" takes the default namespace away again.
+    const Element* blank = elements(root)[4];
+    CHECK(namespace_of(blank) == "");
+    CHECK(namespace_of(blank->FirstChildElement()) == "");
+}
+
+TEST_CASE("child, children, elements and null parents") {
+    Document doc(R"(<D:r xmlns:D="DAV:" xmlns:x="DAV:"><D:a>1</D:a><x:a>2</x:a><D:b/><a>no ns</a></D:r>)");
+    const Element* root = doc.root();
+    auto as = children(root, kDav, "a");
+    REQUIRE(as.size() == 2);
+    CHECK(text(as[0]) == "1");
+    CHECK(text(as[1]) == "2");
+    CHECK(text(child(root, kDav, "a")) == "1");
+    CHECK(child(root, kDav, "missing") == nullptr);
+    CHECK(children(root, kDav, "missing").empty());
+    CHECK(elements(root).size() == 4);
+    CHECK(is(elements(root)[3], "", "a"));
+
+    CHECK(child(nullptr, kDav, "a") == nullptr);
+    CHECK(children(nullptr, kDav, "a").empty());
+    CHECK(elements(nullptr).empty());
+    CHECK(text(nullptr) == "");
+    CHECK(namespace_of(nullptr) == "");
+    CHECK_FALSE(is(nullptr, kDav, "a"));
+}
+
+TEST_CASE("text concatenates descendants, trims, decodes entities and CDATA") {
+    Document doc("<a>\n  Hello <b>big</b>, <![CDATA[<world> & co]]> &amp;&lt;&#65;\n\t</a>");
+    CHECK(text(doc.root()) == "Hello big, <world> & co &<A");
+    // tinyxml2 9 drops whitespace-only text between two pieces of markup,
+    // even with PRESERVE_WHITESPACE (harmless for WebDAV, which has no mixed content).
+    Document ws("<a>x<b/> <c/>y</a>");
+    CHECK(text(ws.root()) == "xy");
+    CHECK(text(doc.root()->FirstChildElement()) == "big");
+
+    Document empty("<a>   </a>");
+    CHECK(text(empty.root()) == "");
+}
+
+TEST_CASE("text size limit") {
+    Document doc("<a>  0123456789  </a>");
+    CHECK(text(doc.root(), 10) == "0123456789");  // the limit applies after trimming
+    CHECK_THROWS_AS(text(doc.root(), 9), XmlError);
+
+    std::string big = "<a>" + std::string(70 * 1024, 'x') + "<b>y</b></a>";
+    Document large(big);
+    CHECK_THROWS_AS(text(large.root()), XmlError);
+    CHECK(text(large.root(), 80 * 1024).size() == 70 * 1024 + 1);
+}
+
+TEST_CASE("escape") {
+    CHECK(escape(R"(a&b<c>d"e'f)") == "a&amp;b&lt;c&gt;d&quot;e&apos;f");
+    CHECK(escape("plain ünïcode") == "plain ünïcode");
+    // Round trip through the parser.
+    Document doc("<a x=\"" + escape("<\"'&>") + "\">" + escape("1 < 2 && 3 > 'x'") + "</a>");
+    CHECK(std::string(doc.root()->Attribute("x")) == "<\"'&>");
+    CHECK(text(doc.root()) == "1 < 2 && 3 > 'x'");
+}
+
+TEST_CASE("malformed XML is rejected with the tinyxml2 reason and a line") {
+    std::string truncated = "<D:multistatus xmlns:D=\"DAV:\">\n<D:response>\n<D:href>/a</D:href>";
+    std::string msg = error_message(truncated);
+    CHECK(msg.rfind("malformed XML: ", 0) == 0);
+    CHECK(msg.find(" at line ") != std::string::npos);
+    CHECK_THROWS_AS(Document{truncated}, XmlError);
+    CHECK_THROWS_AS(Document{"<a></b>"}, XmlError);
+    CHECK_THROWS_AS(Document{""}, XmlError);
+    CHECK_THROWS_AS(Document{"   \n"}, XmlError);
+    CHECK_THROWS_AS(Document{"<!-- only a comment -->"}, XmlError);
+    CHECK_THROWS_AS(Document{"<a/>junk"}, XmlError);
+    CHECK_THROWS_AS(Document{"<a/><b/>"}, XmlError);  // two roots
+    CHECK_THROWS_AS(Document{std::string("<a>x\0y</a>", 10)}, XmlError);
+    CHECK(error_message("<a>\n<b>\n</a>") == "malformed XML: XML_ERROR_MISMATCHED_ELEMENT at line 2");
+    // A declaration and comments before the root are fine.
+    CHECK_NOTHROW(Document{"\xEF\xBB\xBF<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<!-- hi -->\n<a/>"});
+}
+
+TEST_CASE("DOCTYPE is rejected") {
+    CHECK_THROWS_AS(Document{"<!DOCTYPE a><a/>"}, XmlError);
+    CHECK_THROWS_AS(Document{"<?xml version=\"1.0\"?>\n<!-- x -->\n<!doctype a [<!ENTITY e 'boom'>]>\n<a>&e;</a>"},
+                    XmlError);
+    std::string lol = R"(<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+]>
+<lolz>&lol2;</lolz>)";
+    std::string msg = error_message(lol);
+    CHECK(msg.find("DOCTYPE") != std::string::npos);
+    CHECK(msg.find("at line 2") != std::string::npos);
+    // A DOCTYPE-looking string inside CDATA is content, not a declaration.
+    Document html("<a><![CDATA[<!DOCTYPE html><p>hi</p>]]></a>");
+    CHECK(text(html.root()) == "<!DOCTYPE html><p>hi</p>");
+}
+
+TEST_CASE("deep nesting is rejected") {
+    CHECK_NOTHROW(Document{nested(64)});
+    CHECK_THROWS_AS(Document{nested(65)}, XmlError);
+    CHECK(error_message(nested(65)).find("deeper than 64") != std::string::npos);
+    CHECK_THROWS_AS(Document{nested(500)}, XmlError);  // tinyxml2's own limit kicks in first
+}
+
+TEST_CASE("parse_status_line") {
+    CHECK(parse_status_line("HTTP/1.1 404 Not Found") == 404);
+    CHECK(parse_status_line("  HTTP/1.1 200 OK\n") == 200);
+    CHECK(parse_status_line("HTTP/1.1 507") == 507);
+    CHECK(parse_status_line("HTTP/2 201 Created") == 201);
+    CHECK(parse_status_line("") == 0);
+    CHECK(parse_status_line("garbage") == 0);
+    CHECK(parse_status_line("HTTP/1.1") == 0);
+    CHECK(parse_status_line("HTTP/1.1 20") == 0);
+    CHECK(parse_status_line("HTTP/1.1 2000 Too long") == 0);
+    CHECK(parse_status_line("HTTP/1.1 abc") == 0);
+    CHECK(parse_status_line("HTTP/1.1 999 Nope") == 0);
+    CHECK(parse_status_line("404 Not Found") == 0);
+}
+
+TEST_CASE("multistatus with D: prefix, 404 propstats and missing props") {
+    Document doc(R"(<?xml version="1.0" encoding="utf-8"?>
+<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:CS="http://calendarserver.org/ns/">
+  <D:response>
+    <D:href>/dav/calendars/alice/work/</D:href>
+    <D:propstat>
+      <D:prop>
+        <D:displayname>Work</D:displayname>
+        <CS:getctag>"ctag-1"</CS:getctag>
+      </D:prop>
+      <D:status>HTTP/1.1 200 OK</D:status>
+    </D:propstat>
+    <D:propstat>
+      <D:prop><D:sync-token/><C:calendar-color/></D:prop>
+      <D:status>HTTP/1.1 404 Not Found</D:status>
+    </D:propstat>
+  </D:response>
+  <D:response>
+    <D:href>  /dav/calendars/alice/work/ev%201.ics
+    </D:href>
+    <D:propstat>
+      <D:prop><D:getetag>"e1"</D:getetag></D:prop>
+      <D:status>HTTP/1.1 200 OK</D:status>
+    </D:propstat>
+  </D:response>
+  <D:response>
+    <D:status>HTTP/1.1 200 OK</D:status>
+  </D:response>
+</D:multistatus>)");
+    Multistatus ms = parse_multistatus(doc);
+    REQUIRE(ms.responses.size() == 2);  // the response without href is skipped
+    CHECK_FALSE(ms.sync_token.has_value());
+
+    const Response& coll = ms.responses[0];
+    CHECK(coll.href == "/dav/calendars/alice/work/");
+    CHECK(coll.status == 0);
+    CHECK(coll.error == nullptr);
+    REQUIRE(coll.propstats.size() == 2);
+    CHECK(coll.propstats[0].status == 200);
+    CHECK(coll.propstats[1].status == 404);
+    REQUIRE(coll.propstats[1].prop);
+    CHECK(local_name(coll.propstats[1].prop) == "prop");
+
+    const Element* name = coll.find_prop(kDav, "displayname");
+    REQUIRE(name);
+    CHECK(is(name, kDav, "displayname"));  // the property itself, not DAV:prop
+    CHECK(text(name) == "Work");
+    REQUIRE(coll.find_prop(kCalServer, "getctag"));
+    CHECK(text(coll.find_prop(kCalServer, "getctag")) == "\"ctag-1\"");
+    // Present only in the 404 propstat: not found.
+    CHECK(coll.find_prop(kDav, "sync-token") == nullptr);
+    CHECK(coll.find_prop(kCalDav, "calendar-color") == nullptr);
+    // Absent everywhere.
+    CHECK(coll.find_prop(kDav, "getetag") == nullptr);
+    // Right local name, wrong namespace.
+    CHECK(coll.find_prop(kCalDav, "displayname") == nullptr);
+
+    const Response& item = ms.responses[1];
+    CHECK(item.href == "/dav/calendars/alice/work/ev%201.ics");  // trimmed, still encoded
+    REQUIRE(item.find_prop(kDav, "getetag"));
+    CHECK(text(item.find_prop(kDav, "getetag")) == "\"e1\"");
+}
+
+TEST_CASE("multistatus with lower-case d:, default namespace and odd prefixes") {
+    const char* bodies[] = {
+        R"(<d:multistatus xmlns:d="DAV:"><d:response><d:href>/x/</d:href><d:propstat><d:prop><d:getetag>"1"</d:getetag></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>)",
+        R"(<multistatus xmlns="DAV:"><response><href>/x/</href><propstat><prop><getetag>"1"</getetag></prop><status>HTTP/1.1 200 OK</status></propstat></response></multistatus>)",
+        R"(<x:multistatus xmlns:x="DAV:"><x:response><x:href>/x/</x:href><x:propstat><x:prop><x:getetag>"1"</x:getetag></x:prop><x:status>HTTP/1.1 200 OK</x:status></x:propstat></x:response></x:multistatus>)",
+        // Declarations placed on inner elements and mixed prefixes.
+        R"(<a:multistatus xmlns:a="DAV:"><response xmlns="DAV:"><b:href xmlns:b="DAV:">/x/</b:href><a:propstat><prop><getetag>"1"</getetag></prop><a:status>HTTP/1.1 200 OK</a:status></a:propstat></response></a:multistatus>)",
+    };
+    for (const char* body : bodies) {
+        CAPTURE(body);
+        Document doc(body);
+        Multistatus ms = parse_multistatus(doc);
+        REQUIRE(ms.responses.size() == 1);
+        CHECK(ms.responses[0].href == "/x/");
+        REQUIRE(ms.responses[0].propstats.size() == 1);
+        CHECK(ms.responses[0].propstats[0].status == 200);
+        const Element* etag = ms.responses[0].find_prop(kDav, "getetag");
+        REQUIRE(etag);
+        CHECK(text(etag) == "\"1\"");
+    }
+}
+
+TEST_CASE("elements in the wrong namespace are not DAV elements") {
+    // "D" bound to something else: nothing here is DAV:.
+    Document doc(R"(<multistatus xmlns="DAV:" xmlns:D="urn:not-dav"><response><D:href>/x/</D:href></response></multistatus>)");
+    Multistatus ms = parse_multistatus(doc);
+    CHECK(ms.responses.empty());
+}
+
+TEST_CASE("sync-collection: response-level 404 for deleted members and the sync-token") {
+    Document doc(R"(<?xml version="1.0" encoding="utf-8"?>
+<multistatus xmlns="DAV:">
+  <response>
+    <href>/dav/cal/new.ics</href>
+    <propstat><prop><getetag>"n1"</getetag></prop><status>HTTP/1.1 200 OK</status></propstat>
+  </response>
+  <response>
+    <href>/dav/cal/deleted.ics</href>
+    <status>HTTP/1.1 404 Not Found</status>
+  </response>
+  <response>
+    <href>/dav/cal/</href>
+    <status>HTTP/1.1 507 Insufficient Storage</status>
+    <error><number-of-matches-within-limits/></error>
+  </response>
+  <sync-token>http://example.com/ns/sync/1234</sync-token>
+</multistatus>)");
+    Multistatus ms = parse_multistatus(doc);
+    REQUIRE(ms.responses.size() == 3);
+    CHECK(ms.responses[0].status == 0);
+    CHECK(ms.responses[1].href == "/dav/cal/deleted.ics");
+    CHECK(ms.responses[1].status == 404);
+    CHECK(ms.responses[1].propstats.empty());
+    CHECK(ms.responses[1].find_prop(kDav, "getetag") == nullptr);
+    CHECK(ms.responses[2].status == 507);
+    REQUIRE(ms.responses[2].error);
+    CHECK(is(elements(ms.responses[2].error).at(0), kDav, "number-of-matches-within-limits"));
+    REQUIRE(ms.sync_token.has_value());
+    CHECK(*ms.sync_token == "http://example.com/ns/sync/1234");
+}
+
+TEST_CASE("empty sync-token is present but empty") {
+    Document doc(R"(<D:multistatus xmlns:D="DAV:"><D:sync-token/></D:multistatus>)");
+    Multistatus ms = parse_multistatus(doc);
+    CHECK(ms.responses.empty());
+    REQUIRE(ms.sync_token.has_value());
+    CHECK(ms.sync_token->empty());
+}
+
+TEST_CASE("propstat without status or prop") {
+    Document doc(R"(<D:multistatus xmlns:D="DAV:"><D:response><D:href>/a</D:href>
+        <D:propstat><D:prop><D:getetag>"x"</D:getetag></D:prop></D:propstat>
+        <D:propstat><D:status>HTTP/1.1 200 OK</D:status></D:propstat>
+        <D:propstat><D:prop><D:getetag>"y"</D:getetag></D:prop><D:status>bogus</D:status></D:propstat>
+    </D:response></D:multistatus>)");
+    Multistatus ms = parse_multistatus(doc);
+    REQUIRE(ms.responses.size() == 1);
+    const Response& r = ms.responses[0];
+    REQUIRE(r.propstats.size() == 3);
+    CHECK(r.propstats[0].status == 0);
+    CHECK(r.propstats[0].prop != nullptr);
+    CHECK(r.propstats[1].status == 200);
+    CHECK(r.propstats[1].prop == nullptr);
+    CHECK(r.propstats[2].status == 0);
+    // No propstat is both 2xx and holds the property.
+    CHECK(r.find_prop(kDav, "getetag") == nullptr);
+}
+
+TEST_CASE("find_prop uses the first 2xx propstat holding the property") {
+    Document doc(R"(<D:multistatus xmlns:D="DAV:"><D:response><D:href>/a</D:href>
+        <D:propstat><D:prop><D:getetag>"bad"</D:getetag></D:prop><D:status>HTTP/1.1 403 Forbidden</D:status></D:propstat>
+        <D:propstat><D:prop><D:displayname>n</D:displayname></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>
+        <D:propstat><D:prop><D:getetag>"good"</D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>
+    </D:response></D:multistatus>)");
+    Multistatus ms = parse_multistatus(doc);
+    REQUIRE(ms.responses.size() == 1);
+    const Element* etag = ms.responses[0].find_prop(kDav, "getetag");
+    REQUIRE(etag);
+    CHECK(text(etag) == "\"good\"");
+}
+
+TEST_CASE("WebDAV-Push properties in the current and the legacy namespace") {
+    const char* bodies[] = {
+        R"(<d:multistatus xmlns:d="DAV:" xmlns:P="https://bitfire.at/webdav-push"><d:response><d:href>/cal/</d:href><d:propstat><d:prop>
+            <P:transports><P:web-push><P:vapid-public-key type="p256ecdsa">BKey</P:vapid-public-key></P:web-push></P:transports>
+            <P:topic>topic-1</P:topic>
+           </d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>)",
+        R"(<d:multistatus xmlns:d="DAV:" xmlns:P="DAV:Push"><d:response><d:href>/cal/</d:href><d:propstat><d:prop>
+            <P:transports><P:web-push><P:vapid-public-key type="p256ecdsa">BKey</P:vapid-public-key></P:web-push></P:transports>
+            <P:topic>topic-1</P:topic>
+           </d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>)",
+    };
+    for (const char* body : bodies) {
+        CAPTURE(body);
+        Document doc(body);
+        Multistatus ms = parse_multistatus(doc);
+        REQUIRE(ms.responses.size() == 1);
+        const Response& r = ms.responses[0];
+        const Element* topic = r.find_prop(kPush, "topic");
+        if (!topic) topic = r.find_prop(kPushLegacy, "topic");
+        REQUIRE(topic);
+        CHECK(is_push(topic, "topic"));
+        CHECK_FALSE(is_push(topic, "transports"));
+        CHECK(text(topic) == "topic-1");
+
+        REQUIRE(r.propstats.size() == 1);
+        const Element* transports = push_child(r.propstats[0].prop, "transports");
+        REQUIRE(transports);
+        const Element* web_push = push_child(transports, "web-push");
+        REQUIRE(web_push);
+        const Element* key = push_child(web_push, "vapid-public-key");
+        REQUIRE(key);
+        CHECK(std::string(key->Attribute("type")) == "p256ecdsa");
+        CHECK(text(key) == "BKey");
+        CHECK(push_child(web_push, "missing") == nullptr);
+    }
+    // A DAV: element of the same local name is not a push element.
+    Document plain(R"(<D:topic xmlns:D="DAV:">t</D:topic>)");
+    CHECK_FALSE(is_push(plain.root(), "topic"));
+    CHECK(push_child(nullptr, "topic") == nullptr);
+}
+
+TEST_CASE("wrong root is rejected") {
+    Document doc(R"(<D:error xmlns:D="DAV:"><D:valid-sync-token/></D:error>)");
+    try {
+        parse_multistatus(doc);
+        FAIL("no exception");
+    } catch (const XmlError& e) {
+        CHECK(std::string(e.what()) == "expected DAV:multistatus, got {DAV:}error");
+    }
+    Document other(R"(<multistatus xmlns="urn:not-dav"/>)");
+    CHECK_THROWS_AS(parse_multistatus(other), XmlError);
+    Document none("<multistatus/>");
+    CHECK_THROWS_WITH_AS(parse_multistatus(none), "expected DAV:multistatus, got {}multistatus", XmlError);
+}
+
+TEST_CASE("error_condition") {
+    auto prefixed = error_condition(R"(<?xml version="1.0"?><D:error xmlns:D="DAV:"><D:valid-sync-token/></D:error>)");
+    REQUIRE(prefixed.has_value());
+    CHECK(prefixed->ns == "DAV:");
+    CHECK(prefixed->local == "valid-sync-token");
+
+    auto defaulted = error_condition("<error xmlns=\"DAV:\">\n  <valid-sync-token/>\n</error>");
+    REQUIRE(defaulted.has_value());
+    CHECK(defaulted->ns == "DAV:");
+    CHECK(defaulted->local == "valid-sync-token");
+
+    // Push precondition in its own namespace.
+    auto push = error_condition(
+        R"(<d:error xmlns:d="DAV:" xmlns:p="https://bitfire.at/webdav-push"><p:push-not-available/></d:error>)");
+    REQUIRE(push.has_value());
+    CHECK(push->ns == kPush);
+    CHECK(push->local == "push-not-available");
+
+    // Sabre/Nextcloud style: text and extra elements after the condition.
+    auto sabre = error_condition(R"(<d:error xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns">
+        <s:exception>Sabre\DAV\Exception\Forbidden</s:exception><s:message>no</s:message></d:error>)");
+    REQUIRE(sabre.has_value());
+    CHECK(sabre->ns == "http://sabredav.org/ns");
+    CHECK(sabre->local == "exception");
+
+    CHECK_FALSE(error_condition(R"(<D:error xmlns:D="DAV:"></D:error>)").has_value());
+    CHECK_FALSE(error_condition(R"(<D:multistatus xmlns:D="DAV:"/>)").has_value());
+    CHECK_FALSE(error_condition("<error><valid-sync-token/></error>").has_value());  // no namespace
+    CHECK_FALSE(error_condition("<D:error xmlns:D=\"DAV:\"><D:valid-sync-token>").has_value());
+    CHECK_FALSE(error_condition("").has_value());
+    CHECK_FALSE(error_condition("Internal Server Error").has_value());
+    CHECK_FALSE(error_condition("<!DOCTYPE x><error xmlns=\"DAV:\"><valid-sync-token/></error>").has_value());
+}
+
+TEST_CASE("a moved Document keeps its elements valid") {
+    Document doc(R"(<D:multistatus xmlns:D="DAV:"><D:response><D:href>/a</D:href></D:response></D:multistatus>)");
+    Multistatus ms = parse_multistatus(doc);
+    Document moved = std::move(doc);
+    REQUIRE(moved.root());
+    CHECK(is(moved.root(), kDav, "multistatus"));
+    REQUIRE(ms.responses.size() == 1);
+    CHECK(ms.responses[0].href == "/a");
+}
+
+}  // TEST_SUITE

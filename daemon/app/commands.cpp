@@ -1,0 +1,103 @@
+#include "app/commands.hpp"
+
+#include <iomanip>
+#include <ostream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/fs.hpp"
+#include "core/log.hpp"
+#include "dav/discovery.hpp"
+#include "sync/account_sync.hpp"
+
+namespace davsyncd::app {
+
+std::unique_ptr<dav::HttpClient> make_client_ptr(const config::Account& account) {
+    dav::ClientOptions o;
+    o.username = account.username;
+    o.password = config::resolve_password(account);
+    o.verify_tls = account.verify_tls;
+    if (!account.verify_tls) log::warning("account '", account.id, "': TLS certificate verification is OFF");
+    return std::make_unique<dav::HttpClient>(std::move(o));
+}
+
+std::filesystem::path account_state_dir(const config::Config& cfg, const config::Account& account) {
+    return cfg.state_dir / account.id;
+}
+
+namespace {
+
+void print_table(const config::Account& account, const dav::DiscoveryResult& r, std::ostream& out) {
+    out << "Account '" << account.id << "' (" << url::redact(account.url) << ")\n";
+    if (!r.principal_url.empty()) out << "  principal: " << url::redact(r.principal_url) << "\n";
+    out << "  push: " << (r.server_advertises_push ? "server announces webdav-push" : "not announced by server") << "\n";
+    for (const auto& c : r.collections) {
+        out << "  " << std::left << std::setw(12) << dav::to_string(c.kind) << std::setw(24)
+            << (c.display_name.empty() ? c.id : c.display_name) << url::redact(c.url) << "\n";
+        out << "      id=" << c.id;
+        if (!c.color.empty()) out << " color=" << c.color;
+        if (!c.components.empty()) {
+            out << " components=";
+            for (size_t i = 0; i < c.components.size(); ++i) out << (i ? "," : "") << c.components[i];
+        }
+        out << " sync=" << (c.supports_sync_collection ? "sync-collection" : (c.ctag.empty() ? "etags" : "ctag"));
+        out << " push=" << (c.push.usable() ? "web-push" : "no") << "\n";
+    }
+}
+
+}  // namespace
+
+int discover(const config::Config& cfg, const std::string& only_account, bool json, std::ostream& out) {
+    int status = 0;
+    nlohmann::json doc = {{"accounts", nlohmann::json::array()}};
+    for (const auto& account : cfg.accounts) {
+        if (!only_account.empty() && account.id != only_account) continue;
+        try {
+            auto http = make_client_ptr(account);
+            auto result = dav::discover(*http, account.url);
+            sync::store_discovery(result, account, account_state_dir(cfg, account));
+            log::info("account '", account.id, "': discovered ", result.collections.size(), " collections in ",
+                      http->requests_sent(), " requests");
+            if (json) {
+                auto j = dav::to_json(result);
+                j["id"] = account.id;
+                doc["accounts"].push_back(std::move(j));
+            }
+            else print_table(account, result, out);
+        } catch (const std::exception& e) {
+            log::error("account '", account.id, "': discovery failed: ", e.what());
+            status = 1;
+        }
+    }
+    if (json) out << doc.dump(2) << "\n";
+    return status;
+}
+
+int sync_once(const config::Config& cfg, const std::string& only_account, bool force_delete, std::ostream& out) {
+    int status = 0;
+    for (const auto& account : cfg.accounts) {
+        if (!only_account.empty() && account.id != only_account) continue;
+        try {
+            auto http = make_client_ptr(account);
+            auto state_dir = account_state_dir(cfg, account);
+            auto collections = sync::cached_or_discovered(*http, account, state_dir, kDiscoveryMaxAge);
+            for (const auto& plan : sync::plan_collections(account, state_dir, collections)) {
+                try {
+                    auto report = sync::sync_collection(*http, plan, account, force_delete);
+                    out << sync::summary(plan.label, report) << std::endl;
+                    if (report.refused_mass_deletion) status = 1;
+                } catch (const std::exception& e) {
+                    log::error(plan.label, ": sync failed: ", e.what());
+                    out << plan.label << ": FAILED: " << e.what() << std::endl;
+                    status = 1;
+                }
+            }
+        } catch (const std::exception& e) {
+            log::error("account '", account.id, "': ", e.what());
+            status = 1;
+        }
+    }
+    return status;
+}
+
+}  // namespace davsyncd::app

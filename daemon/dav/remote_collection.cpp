@@ -1,0 +1,219 @@
+#include "dav/remote_collection.hpp"
+
+#include "core/log.hpp"
+#include "dav/xml.hpp"
+
+namespace davsyncd::dav {
+namespace {
+
+constexpr const char* kXmlHead = R"(<?xml version="1.0" encoding="utf-8"?>)";
+
+// The namespace and element names that differ between CalDAV and CardDAV.
+struct Dialect {
+    const char* ns;
+    const char* data;       // calendar-data / address-data
+    const char* multiget;   // calendar-multiget / addressbook-multiget
+    const char* query;      // calendar-query / addressbook-query
+    const char* filter;     // the match-everything filter
+};
+
+constexpr Dialect kCalDav{"urn:ietf:params:xml:ns:caldav", "calendar-data", "calendar-multiget", "calendar-query",
+                          R"(<C:filter><C:comp-filter name="VCALENDAR"/></C:filter>)"};
+constexpr Dialect kCardDav{"urn:ietf:params:xml:ns:carddav", "address-data", "addressbook-multiget",
+                           "addressbook-query", R"(<C:filter/>)"};
+
+std::string status_text(long status) { return cat("HTTP ", status); }
+
+}  // namespace
+
+RemoteCollection::RemoteCollection(HttpClient& http, CollectionInfo info) : http_(http), info_(std::move(info)) {
+    auto u = url::parse(info_.url);
+    if (!u) throw std::invalid_argument(cat("not an http(s) collection URL: ", url::redact(info_.url)));
+    base_ = *u;
+    if (!base_.path.ends_with('/')) base_.path += '/';
+}
+
+std::string RemoteCollection::absolute(const Href& href) const {
+    auto u = url::resolve(base_, href.str());
+    return u ? u->str() : base_.str();
+}
+
+Href RemoteCollection::member_href(const std::string& file_name) const {
+    return Href(base_.path + url::percent_encode_segment(file_name));
+}
+
+std::optional<Href> RemoteCollection::member(std::string_view href) const {
+    auto u = url::resolve(base_, href);
+    if (!u || !url::same_origin(base_, *u)) {
+        log::warning(url::redact(info_.url), ": ignoring member href on another origin: ", url::redact(std::string(href)));
+        return std::nullopt;
+    }
+    // Compare decoded paths: servers spell the same path with different escapes.
+    std::string coll = url::percent_decode(base_.path);
+    std::string path = url::percent_decode(u->path);
+    if (path == coll || path + "/" == coll) return std::nullopt;  // the collection itself
+    if (!path.starts_with(coll) || path.find('/', coll.size()) != std::string::npos) {
+        log::warning(url::redact(info_.url), ": ignoring href outside the collection: ", url::redact(u->path));
+        return std::nullopt;
+    }
+    return Href(u->path);
+}
+
+void RemoteCollection::fail(const Request& req, const Response& resp) const {
+    throw RemoteError(cat(req.method, " ", url::redact(req.url), ": ", status_text(resp.status),
+                          resp.status == 401 ? " (authentication failed)" : ""),
+                      resp.status, resp.retry_after());
+}
+
+CollectionVersion RemoteCollection::version() {
+    auto req = Request::propfind(info_.url, "0",
+                                 cat(kXmlHead, R"(<D:propfind xmlns:D="DAV:" xmlns:CS="http://calendarserver.org/ns/">)",
+                                     R"(<D:prop><D:sync-token/><CS:getctag/></D:prop></D:propfind>)"));
+    auto resp = http_.send(req);
+    if (resp.status != 207) fail(req, resp);
+    xml::Document doc(resp.body);
+    CollectionVersion v;
+    for (const auto& r : xml::parse_multistatus(doc).responses) {
+        if (auto* t = r.find_prop(xml::kDav, "sync-token")) v.token = SyncToken(xml::text(t, 4096));
+        if (auto* c = r.find_prop(xml::kCalServer, "getctag")) v.ctag = CTag(xml::text(c, 4096));
+    }
+    return v;
+}
+
+ChangePage RemoteCollection::changes_since(const SyncToken& token) {
+    std::string body = cat(kXmlHead, R"(<D:sync-collection xmlns:D="DAV:">)",
+                           token.empty() ? std::string("<D:sync-token/>")
+                                         : cat("<D:sync-token>", xml::escape(token.str()), "</D:sync-token>"),
+                           "<D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>");
+    // RFC 6578 §3.2: the report is defined for Depth 0 only.
+    auto req = Request::report(info_.url, "0", std::move(body));
+    auto resp = http_.send(req);
+    if (resp.status != 207) {
+        // Radicale says 403, Xandikos 412 (or 500 in 0.2.8): the error element decides.
+        if (auto cond = xml::error_condition(resp.body); cond && cond->local == "valid-sync-token")
+            throw InvalidSyncToken(cat(url::redact(info_.url), ": server rejected the sync token (", status_text(resp.status), ")"));
+        fail(req, resp);
+    }
+    xml::Document doc(resp.body);
+    auto ms = xml::parse_multistatus(doc);
+    ChangePage page;
+    page.token = SyncToken(ms.sync_token.value_or(""));
+    for (const auto& r : ms.responses) {
+        if (r.status == 507) {  // truncated result (RFC 6578 §3.6), reported on the collection itself
+            page.truncated = true;
+            continue;
+        }
+        auto href = member(r.href);
+        if (!href) continue;
+        if (r.status == 404 || r.status == 410) {
+            page.deleted.push_back(*href);
+            continue;
+        }
+        const auto* etag = r.find_prop(xml::kDav, "getetag");
+        page.changed.push_back({*href, Etag(etag ? xml::text(etag, 1024) : "")});
+    }
+    if (page.token.empty()) throw RemoteError(cat("REPORT ", url::redact(info_.url), ": no sync-token in the answer"), 207, std::nullopt);
+    return page;
+}
+
+std::vector<MemberEtag> RemoteCollection::list_etags() {
+    auto req = Request::propfind(info_.url, "1",
+                                 cat(kXmlHead, R"(<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getetag/></D:prop></D:propfind>)"));
+    auto resp = http_.send(req);
+    if (resp.status != 207) fail(req, resp);
+    xml::Document doc(resp.body);
+    std::vector<MemberEtag> out;
+    for (const auto& r : xml::parse_multistatus(doc).responses) {
+        const auto* rt = r.find_prop(xml::kDav, "resourcetype");
+        if (rt && xml::child(rt, xml::kDav, "collection")) continue;
+        auto href = member(r.href);
+        if (!href) continue;
+        const auto* etag = r.find_prop(xml::kDav, "getetag");
+        out.push_back({*href, Etag(etag ? xml::text(etag, 1024) : "")});
+    }
+    return out;
+}
+
+namespace {
+
+// The body of an item from calendar-data/address-data. Servers may indent
+// it inside the element, so it is trimmed, and the final line ending that
+// iCalendar and vCard require is put back in the file's own style.
+std::string item_text(const xml::Element* data) {
+    std::string text = xml::text(data, 16u << 20);
+    if (!text.empty()) text += text.find("\r\n") != std::string::npos ? "\r\n" : "\n";
+    return text;
+}
+
+// Member data from a multiget or query multistatus.
+template <typename MemberFn>
+std::vector<MemberData> parse_data(const Response& resp, const Dialect& d, MemberFn&& member) {
+    xml::Document doc(resp.body);
+    std::vector<MemberData> out;
+    for (const auto& r : xml::parse_multistatus(doc).responses) {
+        const auto* data = r.find_prop(d.ns, d.data);
+        if (!data) continue;  // 404 in a multiget: gone since it was listed
+        auto href = member(r.href);
+        if (!href) continue;
+        const auto* etag = r.find_prop(xml::kDav, "getetag");
+        out.push_back({*href, Etag(etag ? xml::text(etag, 1024) : ""), item_text(data)});
+    }
+    return out;
+}
+
+}  // namespace
+
+std::vector<MemberData> RemoteCollection::list_all() {
+    const Dialect& d = is_addressbook() ? kCardDav : kCalDav;
+    auto req = Request::report(info_.url, "1",
+                               cat(kXmlHead, "<C:", d.query, R"( xmlns:D="DAV:" xmlns:C=")", d.ns, R"(">)",
+                                   "<D:prop><D:getetag/><C:", d.data, "/></D:prop>", d.filter, "</C:", d.query, ">"));
+    auto resp = http_.send(req);
+    if (resp.status != 207) fail(req, resp);
+    return parse_data(resp, d, [this](std::string_view h) { return member(h); });
+}
+
+std::vector<MemberData> RemoteCollection::multiget(const std::vector<Href>& hrefs) {
+    if (hrefs.empty()) return {};
+    const Dialect& d = is_addressbook() ? kCardDav : kCalDav;
+    std::string body = cat(kXmlHead, "<C:", d.multiget, R"( xmlns:D="DAV:" xmlns:C=")", d.ns, R"(">)",
+                           "<D:prop><D:getetag/><C:", d.data, "/></D:prop>");
+    for (const auto& h : hrefs) body += cat("<D:href>", xml::escape(h.str()), "</D:href>");
+    body += cat("</C:", d.multiget, ">");
+    auto req = Request::report(info_.url, "1", std::move(body));
+    auto resp = http_.send(req);
+    if (resp.status != 207) fail(req, resp);
+    return parse_data(resp, d, [this](std::string_view h) { return member(h); });
+}
+
+std::optional<MemberData> RemoteCollection::get(const Href& href) {
+    auto req = Request::get(absolute(href));
+    auto resp = http_.send(req);
+    if (resp.status == 404 || resp.status == 410) return std::nullopt;
+    if (resp.status != 200) fail(req, resp);
+    return MemberData{href, Etag(resp.header("etag").value_or("")), std::move(resp.body)};
+}
+
+WriteResult RemoteCollection::put(const Href& href, const std::string& body, const std::optional<Etag>& if_match) {
+    auto req = Request::put(absolute(href), body,
+                            is_addressbook() ? "text/vcard; charset=utf-8" : "text/calendar; charset=utf-8");
+    if (if_match && !if_match->empty()) req.header("If-Match", if_match->str());
+    else req.header("If-None-Match", "*");
+    auto resp = http_.send(req);
+    WriteResult w{resp.status, Etag(resp.header("etag").value_or(""))};
+    if (!w.ok() && !w.precondition_failed() && !w.not_found()) fail(req, resp);
+    // A weak etag from a PUT does not identify the stored bytes (RFC 4791 §5.3.4): re-read later.
+    if (w.etag.str().starts_with("W/")) w.etag = Etag();
+    return w;
+}
+
+WriteResult RemoteCollection::remove(const Href& href, const Etag& if_match) {
+    auto req = Request::del(absolute(href));
+    if (!if_match.empty()) req.header("If-Match", if_match.str());
+    auto resp = http_.send(req);
+    WriteResult w{resp.status, {}};
+    if (!w.ok() && !w.precondition_failed() && !w.not_found()) fail(req, resp);
+    return w;
+}
+
+}  // namespace davsyncd::dav

@@ -1,0 +1,117 @@
+// The requests the sync engine makes of one calendar or address book on the
+// server: listing changes (RFC 6578 sync-collection), full listings, fetching
+// bodies (multiget), and conditional writes. One method, one request (the
+// engine counts on that to keep its request budget honest).
+//
+// Member hrefs in responses are checked: an href on another origin or
+// outside the collection is dropped with a warning, never followed.
+//
+// Thread affinity: whoever owns the HttpClient.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dav/discovery.hpp"
+#include "dav/http_client.hpp"
+#include "dav/types.hpp"
+
+namespace davsyncd::dav {
+
+struct MemberEtag {
+    Href href;
+    Etag etag;
+};
+
+struct MemberData {
+    Href href;
+    Etag etag;
+    std::string data;
+};
+
+// One answer to sync-collection.
+struct ChangePage {
+    std::vector<MemberEtag> changed;   // created or modified since the token
+    std::vector<Href> deleted;
+    SyncToken token;                   // the token after this page
+    bool truncated = false;            // 507 on the collection: ask again with `token`
+};
+
+// A request the server refused. `status` is the HTTP status; `retry_after`
+// comes from the response when present.
+struct RemoteError : std::runtime_error {
+    RemoteError(const std::string& what, long status, std::optional<std::chrono::seconds> retry_after)
+        : std::runtime_error(what), status(status), retry_after(retry_after) {}
+    long status;
+    std::optional<std::chrono::seconds> retry_after;
+    bool auth_failed() const { return status == 401; }
+};
+
+// The server no longer accepts our sync token (DAV:valid-sync-token
+// precondition, recognised by the error element whatever the status code).
+struct InvalidSyncToken : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct WriteResult {
+    long status = 0;
+    Etag etag;           // from the response; empty when the server sent none
+    bool ok() const { return status >= 200 && status < 300; }
+    bool precondition_failed() const { return status == 412; }
+    bool not_found() const { return status == 404 || status == 410; }
+};
+
+struct CollectionVersion {
+    SyncToken token;
+    CTag ctag;
+};
+
+class RemoteCollection {
+public:
+    RemoteCollection(HttpClient& http, CollectionInfo info);
+
+    const CollectionInfo& info() const { return info_; }
+    const std::string& url() const { return info_.url; }
+    bool is_addressbook() const { return info_.kind == CollectionKind::addressbook; }
+    uint64_t requests_sent() const { return http_.requests_sent(); }
+
+    // Depth-0 PROPFIND of sync-token and getctag.
+    CollectionVersion version();
+    // REPORT sync-collection asking for etags only. Throws InvalidSyncToken.
+    ChangePage changes_since(const SyncToken& token);
+    // PROPFIND Depth 1 of getetag (servers without sync-collection).
+    std::vector<MemberEtag> list_etags();
+    // calendar-query / addressbook-query returning every member with its data:
+    // the cheapest complete listing on the servers measured.
+    std::vector<MemberData> list_all();
+    // calendar-multiget / addressbook-multiget; members the server reports
+    // missing are left out of the result.
+    std::vector<MemberData> multiget(const std::vector<Href>& hrefs);
+    // GET; nullopt on 404/410.
+    std::optional<MemberData> get(const Href& href);
+    // PUT with If-Match (update) or, without an etag, If-None-Match: * (create).
+    // 412 and 404 are results, not exceptions.
+    WriteResult put(const Href& href, const std::string& body, const std::optional<Etag>& if_match);
+    // DELETE with If-Match.
+    WriteResult remove(const Href& href, const Etag& if_match);
+
+    // The href for a new member with this file name (percent-encoded).
+    Href member_href(const std::string& file_name) const;
+
+private:
+    std::string absolute(const Href& href) const;
+    // The href as a member of this collection, or nullopt (logged) when it is
+    // on another origin, outside the collection, or the collection itself.
+    std::optional<Href> member(std::string_view href) const;
+    [[noreturn]] void fail(const Request& req, const Response& resp) const;
+
+    HttpClient& http_;
+    CollectionInfo info_;
+    url::Url base_;
+};
+
+}  // namespace davsyncd::dav

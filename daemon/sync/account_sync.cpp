@@ -1,0 +1,122 @@
+#include "sync/account_sync.hpp"
+
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "core/fs.hpp"
+#include "core/log.hpp"
+
+namespace davsyncd::sync {
+namespace {
+
+std::string safe_folder_name(const std::string& id) {
+    std::string out;
+    for (char c : id) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+        out += ok ? c : '_';
+    }
+    while (!out.empty() && out.front() == '.') out.erase(0, 1);
+    if (out.size() > 100) out.resize(100);
+    return out.empty() ? "collection" : out;
+}
+
+std::map<std::string, std::string> load_folders(const std::filesystem::path& file) {
+    std::map<std::string, std::string> out;
+    std::error_code ec;
+    if (!std::filesystem::exists(file, ec)) return out;
+    auto j = nlohmann::json::parse(fs::read_file(file), nullptr, false);
+    if (!j.is_object()) {
+        log::warning(file.string(), ": unreadable; collection folders are assigned again");
+        return out;
+    }
+    for (auto& [href, folder] : j.items())
+        if (folder.is_string() && safe_folder_name(folder.get<std::string>()) == folder.get<std::string>())
+            out[href] = folder.get<std::string>();
+    return out;
+}
+
+}  // namespace
+
+std::vector<PlannedCollection> plan_collections(const config::Account& account,
+                                                const std::filesystem::path& account_state_dir,
+                                                const std::vector<dav::CollectionInfo>& collections) {
+    auto folders_file = account_state_dir / "folders.json";
+    auto folders = load_folders(folders_file);
+    std::set<std::string> used;
+    for (const auto& [href, folder] : folders) used.insert(folder);
+
+    bool assigned = false;
+    std::vector<PlannedCollection> out;
+    for (const auto& c : collections) {
+        if (!account.collections.accepts(c.id, c.display_name)) continue;
+        auto& folder = folders[c.url];
+        if (folder.empty()) {
+            auto base = safe_folder_name(c.id);
+            folder = base;
+            for (int n = 2; used.contains(folder); ++n) folder = cat(base, "-", n);
+            used.insert(folder);
+            assigned = true;
+        }
+        PlannedCollection p;
+        p.info = c;
+        p.folder = folder;
+        p.local_dir = account.local_root / folder;
+        p.state_file = account_state_dir / "collections" / (folder + ".json");
+        p.conflicts_dir = account_state_dir / "conflicts" / folder;
+        p.format = c.kind == dav::CollectionKind::addressbook ? ItemFormat::vcard : ItemFormat::icalendar;
+        p.label = cat(account.id, "/", folder);
+        out.push_back(std::move(p));
+    }
+    if (assigned) {
+        fs::make_dirs(account_state_dir, 0700);
+        fs::write_atomic(folders_file, nlohmann::json(folders).dump(2) + "\n", 0600);
+    }
+    return out;
+}
+
+void store_discovery(const dav::DiscoveryResult& result, const config::Account& account,
+                     const std::filesystem::path& account_state_dir) {
+    auto j = dav::to_json(result);
+    j["id"] = account.id;
+    fs::make_dirs(account_state_dir, 0700);
+    fs::write_atomic(account_state_dir / "collections.json", j.dump(2) + "\n", 0600);
+}
+
+std::vector<dav::CollectionInfo> cached_or_discovered(dav::HttpClient& http, const config::Account& account,
+                                                      const std::filesystem::path& account_state_dir,
+                                                      std::chrono::seconds max_age) {
+    auto file = account_state_dir / "collections.json";
+    std::error_code ec;
+    auto mtime = std::filesystem::last_write_time(file, ec);
+    if (!ec && std::filesystem::file_time_type::clock::now() - mtime < max_age) {
+        auto j = nlohmann::json::parse(fs::read_file(file), nullptr, false);
+        try {
+            std::vector<dav::CollectionInfo> out;
+            for (const auto& c : j.at("collections")) out.push_back(dav::collection_from_json(c));
+            return out;
+        } catch (const std::exception& e) {
+            log::warning(file.string(), ": unreadable (", e.what(), "); discovering again");
+        }
+    }
+    auto result = dav::discover(http, account.url);
+    store_discovery(result, account, account_state_dir);
+    return result.collections;
+}
+
+SyncReport sync_collection(dav::HttpClient& http, const PlannedCollection& plan, const config::Account& account,
+                           bool force_delete) {
+    dav::RemoteCollection remote(http, plan.info);
+    VdirStore local(plan.local_dir, plan.format);
+    SyncOptions o;
+    o.policy = account.conflict_policy;
+    if (account.multiget_batch) o.multiget_batch = account.multiget_batch;
+    o.force_delete = force_delete;
+    o.state_file = plan.state_file;
+    o.conflicts_dir = plan.conflicts_dir;
+    o.label = plan.label;
+    return CollectionSync(remote, local, std::move(o)).run();
+}
+
+}  // namespace davsyncd::sync

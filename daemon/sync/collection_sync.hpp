@@ -1,0 +1,109 @@
+// Two-way sync of one collection: the server's calendar or address book on
+// one side, a local vdir folder on the other, and the remembered state of
+// the last sync in between.
+//
+// The algorithm (each step logs a line; see run()):
+//   0. recover   — finish the bookkeeping of a sync that was interrupted
+//   1. scan      — what changed in the folder since the last sync
+//   2. upload    — local creations, edits and deletions, as conditional
+//                  requests, so that a concurrent server change surfaces as a
+//                  412 and becomes a conflict instead of being overwritten
+//   3. pull      — server changes since our token (sync-collection), or a
+//                  full listing on the first sync / with an invalid token /
+//                  without sync-collection (ctag, then etags)
+//   4. save      — the new token, only after what it covers is on disk
+//
+// Nothing is ever dropped: the losing side of a conflict is written to the
+// conflicts folder, an edit beats a deletion, and a side that suddenly
+// became empty is not mirrored to the other without force_delete.
+//
+// Thread affinity: runs on one thread (a sync job), owning everything it uses.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "dav/remote_collection.hpp"
+#include "sync/sync_state.hpp"
+#include "sync/vdir_store.hpp"
+
+namespace davsyncd::sync {
+
+struct SyncOptions {
+    config::ConflictPolicy policy = config::ConflictPolicy::server_wins;
+    unsigned multiget_batch = 100;
+    bool force_delete = false;                 // allow mirroring a wiped side
+    std::filesystem::path state_file;          // CollectionState JSON
+    std::filesystem::path conflicts_dir;       // where losing versions go
+    std::string label;                         // "account/collection" for logs
+};
+
+struct SyncReport {
+    unsigned downloaded = 0;       // items written locally (new or changed)
+    unsigned uploaded = 0;         // items created or updated on the server
+    unsigned deleted_local = 0;    // local files removed because the server removed them
+    unsigned deleted_remote = 0;   // server items removed because the file was removed
+    unsigned conflicts = 0;        // losing versions kept in the conflicts folder
+    unsigned skipped = 0;          // items that could not be handled (see log)
+    uint64_t requests = 0;
+    std::chrono::milliseconds duration{0};
+    SyncToken token;               // the server token this sync ended with
+    bool refused_mass_deletion = false;
+    std::string refused_reason;
+    std::vector<std::string> changed_files;  // local file names written or removed
+};
+
+// The line printed per collection by --once and logged by the daemon.
+std::string summary(const std::string& label, const SyncReport& r);
+
+class CollectionSync {
+public:
+    CollectionSync(dav::RemoteCollection& remote, VdirStore& local, SyncOptions options);
+    // Throws dav::RemoteError / dav::HttpError / fs::IoError when the sync
+    // cannot go on; what was done until then is saved.
+    SyncReport run();
+
+private:
+    struct LocalChanges {
+        std::vector<std::string> created;   // file names unknown to the state
+        std::vector<std::string> edited;    // state keys whose file content changed
+        std::vector<std::string> deleted;   // state keys whose file is gone
+        size_t files = 0;                   // item files in the folder
+    };
+
+    void recover_interrupted();
+    LocalChanges scan_local();
+    bool local_side_wiped(const LocalChanges& changes);
+    void upload(const LocalChanges& changes);
+    void upload_creation(const std::string& file);
+    void upload_edit(const std::string& key);
+    void upload_deletion(const std::string& key);
+    void pull();
+    void pull_incremental();
+    void pull_full_listing();
+    void pull_by_ctag();
+    void reconcile_listing(const std::vector<dav::MemberEtag>& members);
+    void download(const std::vector<Href>& hrefs);
+    void store_downloads(const std::vector<dav::MemberData>& items);
+    void apply_remote_deletion(const std::string& key);
+    bool refuse_remote_wipe(size_t deletions, size_t additions);
+
+    void resolve_conflict(const std::string& key, const std::string& local_content);
+    void keep_loser(const std::string& file, const std::string& side, const std::string& content);
+    bool local_file_changed(const ItemState& item) const;
+    void record(const std::string& key, const Href& href, const Etag& etag, const std::string& file,
+                const std::string& hash);
+    void save_state();
+
+    dav::RemoteCollection& remote_;
+    VdirStore& local_;
+    SyncOptions opts_;
+    CollectionState state_;
+    SyncReport report_;
+};
+
+}  // namespace davsyncd::sync

@@ -1,0 +1,54 @@
+// What davsyncd remembers about one collection between syncs, stored as JSON
+// under $XDG_STATE_HOME/davsyncd/<account>/collections/<folder>.json.
+//
+// The rule that makes crashes harmless: the state on disk never claims more
+// than the vdir folder and the server hold. The engine updates items as each
+// file is written and saves the token only after everything it covers is on
+// disk, so a crash at any instant at worst repeats work.
+//
+// Thread affinity: one thread at a time (the sync job owning it).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "dav/types.hpp"
+
+namespace davsyncd::sync {
+
+struct ItemState {
+    Href href;               // as the server spells it (used in requests)
+    Etag etag;               // last known server etag; empty = unknown (re-read)
+    std::string file;        // file name in the vdir folder
+    std::string hash;        // content_hash() of what was last synced
+    int64_t mtime_ns = 0;    // stat of the file when last synced (cheap pre-check)
+    uint64_t size = 0;
+};
+
+struct CollectionState {
+    std::string collection_url;        // which collection this state belongs to
+    SyncToken token;                   // RFC 6578 token covering every item below
+    CTag ctag;                         // for servers without sync-collection
+    // Keyed by the percent-decoded href path, so that two spellings of one
+    // href from different responses are the same item.
+    std::map<std::string, ItemState> items;
+
+    // Item by file name (linear; collections are small enough, and the engine
+    // builds its own index when it needs many look-ups).
+    const ItemState* find_by_file(const std::string& file) const;
+
+    // Loads the state; a missing file is an empty state. A corrupt file is
+    // moved aside to "<file>.corrupt" with a warning and an empty state is
+    // returned (a full resync then reconciles by content, losing nothing).
+    static CollectionState load(const std::filesystem::path& path);
+    // Atomic write, mode 0600.
+    void save(const std::filesystem::path& path) const;
+};
+
+// The key under which an href is stored: percent-decoded path.
+std::string href_key(const Href& href);
+
+}  // namespace davsyncd::sync

@@ -1,0 +1,68 @@
+// One collection's local vdir folder (pimutils vdir format, read by khal,
+// khard and todoman): one .ics or .vcf file per item, plus the metadata
+// files "displayname" and "color".
+//
+// Every path is built from a validated file name inside the folder: a remote
+// href, a UID or a display name can never name a path outside it. Writes are
+// atomic (NAME.tmp, fsync, rename).
+//
+// Thread affinity: one thread at a time (the sync job owning it).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sync/item.hpp"
+
+namespace davsyncd::sync {
+
+struct LocalFile {
+    std::string name;        // file name inside the folder, e.g. "abc.ics"
+    int64_t mtime_ns = 0;    // st_mtim in nanoseconds
+    uint64_t size = 0;
+    friend bool operator==(const LocalFile&, const LocalFile&) = default;
+};
+
+class VdirStore {
+public:
+    // Creates the folder (0700 parents) when missing.
+    VdirStore(std::filesystem::path folder, ItemFormat format);
+
+    const std::filesystem::path& folder() const { return folder_; }
+    ItemFormat format() const { return format_; }
+
+    // Regular files with this store's extension; skips *.tmp, hidden files,
+    // files without the extension, and symlinks.
+    std::vector<LocalFile> list() const;
+    std::optional<LocalFile> stat(const std::string& name) const;  // nullopt when missing
+
+    std::string read(const std::string& name) const;
+    // Atomic write; returns the new file's stat.
+    LocalFile write(const std::string& name, std::string_view content);
+    // Missing file is not an error.
+    void remove(const std::string& name);
+
+    // A fresh file name for an item: "<uid><ext>" when the UID consists only
+    // of [A-Za-z0-9_.+-] (not starting with '.', at most 200 bytes) and no file
+    // of that name exists, else "<random uuid><ext>".
+    std::string new_name(const std::optional<std::string>& uid) const;
+
+    // True when `name` is an acceptable item file name for this store: no '/',
+    // no NUL, not "." or "..", not hidden, has the extension, at most 255 bytes.
+    bool valid_name(const std::string& name) const;
+
+    // Collection metadata files. Written only when the value differs; an
+    // empty value removes the file. Newlines in values are stripped.
+    void set_metadata(const std::string& key, const std::string& value);  // key: "displayname" | "color" | "description"
+    std::string metadata(const std::string& key) const;                   // "" when missing
+
+private:
+    std::filesystem::path path_of(const std::string& name) const;  // throws on an invalid name
+    std::filesystem::path folder_;
+    ItemFormat format_;
+};
+
+}  // namespace davsyncd::sync

@@ -1,0 +1,104 @@
+"""pytest fixtures for davsyncd's integration tests.
+
+Fixtures:
+  radicale, xandikos   a fresh, empty server per test (davtest.servers)
+  dav_server           parametrised over both servers
+  server_factory       start(kind, name=None) -> server; more servers per test
+  daemon_env           davtest.daemon.DaemonEnv with private XDG folders
+  davsyncd             path of the binary ($DAVSYNCD or build/daemon/davsyncd)
+
+Server logs (and daemon logs in daemon_env) are attached to the report of a
+failing test, so a failure shows what the server saw.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from davtest.daemon import DaemonEnv, davsyncd_path  # noqa: E402
+from davtest.servers import DavServer, SERVERS  # noqa: E402
+
+
+def _start(kind: str, workdir: Path) -> DavServer:
+    return SERVERS[kind](workdir).start()
+
+
+@pytest.fixture
+def radicale(tmp_path):
+    srv = _start("radicale", tmp_path / "radicale")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def xandikos(tmp_path):
+    srv = _start("xandikos", tmp_path / "xandikos")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def dav_server(request, tmp_path):
+    srv = _start(request.param, tmp_path / request.param)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    started: list[DavServer] = []
+
+    def start(kind: str, name: str | None = None) -> DavServer:
+        srv = _start(kind, tmp_path / (name or f"{kind}{len(started)}"))
+        started.append(srv)
+        return srv
+
+    start.started = started
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def davsyncd() -> Path:
+    try:
+        return davsyncd_path()
+    except FileNotFoundError as e:
+        pytest.fail(str(e))
+
+
+@pytest.fixture
+def daemon_env(tmp_path, davsyncd) -> DaemonEnv:
+    return DaemonEnv(tmp_path / "daemon", binary=davsyncd)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    seen = set()
+    for name, value in funcargs.items():
+        servers = []
+        if isinstance(value, DavServer):
+            servers = [value]
+        elif callable(value) and hasattr(value, "started"):
+            servers = list(value.started)
+        elif isinstance(value, dict):
+            servers = [v for v in value.values() if isinstance(v, DavServer)]
+        for srv in servers:
+            if id(srv) in seen:
+                continue
+            seen.add(id(srv))
+            rep.sections.append((f"{srv.name} log ({srv.log_path})", srv.log_tail(60)))
+        if isinstance(value, DaemonEnv):
+            for log in sorted(value.root.glob("*.log")):
+                text = log.read_text(errors="replace").splitlines()[-60:]
+                rep.sections.append((f"davsyncd log ({log})", "\n".join(text)))

@@ -1,0 +1,149 @@
+// A canned-response HTTP/1.1 server on a loopback port, for unit tests of
+// the HTTP layer and the sync engine. It serves queued responses in order,
+// records every request it receives, and keeps connections alive.
+// Runs one thread; the recorded requests are read after the client returns.
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace testing {
+
+struct RecordedRequest {
+    std::string method, target, head, body;  // head: request line and headers
+    std::string header(const std::string& name) const {
+        std::string lname;
+        for (char c : name) lname += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        size_t pos = 0;
+        while ((pos = head.find("\r\n", pos)) != std::string::npos) {
+            pos += 2;
+            auto end = head.find("\r\n", pos);
+            auto line = head.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+            auto colon = line.find(':');
+            if (colon == std::string::npos) continue;
+            std::string key;
+            for (char c : line.substr(0, colon)) key += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            if (key == lname) {
+                auto v = line.substr(colon + 1);
+                while (!v.empty() && v.front() == ' ') v.erase(0, 1);
+                return v;
+            }
+        }
+        return {};
+    }
+    bool has_header(const std::string& name) const { return head.find("\r\n" + name + ":") != std::string::npos; }
+};
+
+struct CannedResponse {
+    int status = 200;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;
+};
+
+class FakeHttpServer {
+public:
+    // Given a request, returns the response; default: the next queued one (or 500).
+    using Handler = std::function<CannedResponse(const RecordedRequest&)>;
+
+    FakeHttpServer() {
+        listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        socklen_t len = sizeof a;
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+        port_ = ntohs(a.sin_port);
+        ::listen(listen_fd_, 16);
+        thread_ = std::thread([this] { run(); });
+    }
+    ~FakeHttpServer() {
+        stop_ = true;
+        ::shutdown(listen_fd_, SHUT_RDWR);
+        ::close(listen_fd_);
+        thread_.join();
+    }
+
+    std::string url(const std::string& path = "/") const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+    void queue(CannedResponse r) { std::lock_guard l(mu_); queue_.push_back(std::move(r)); }
+    void set_handler(Handler h) { std::lock_guard l(mu_); handler_ = std::move(h); }
+    std::vector<RecordedRequest> requests() const { std::lock_guard l(mu_); return requests_; }
+    int connections() const { return connections_; }
+
+private:
+    void run() {
+        while (!stop_) {
+            int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (c < 0) return;
+            ++connections_;
+            serve(c);
+            ::close(c);
+        }
+    }
+
+    // Serves one connection until the client closes it.
+    void serve(int fd) {
+        std::string buf;
+        char tmp[65536];
+        for (;;) {
+            size_t head_end;
+            while ((head_end = buf.find("\r\n\r\n")) == std::string::npos) {
+                ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+                if (n <= 0) return;
+                buf.append(tmp, static_cast<size_t>(n));
+            }
+            RecordedRequest req;
+            req.head = buf.substr(0, head_end);
+            auto sp1 = req.head.find(' ');
+            auto sp2 = req.head.find(' ', sp1 + 1);
+            req.method = req.head.substr(0, sp1);
+            req.target = req.head.substr(sp1 + 1, sp2 - sp1 - 1);
+            size_t body_len = 0;
+            if (auto cl = req.header("content-length"); !cl.empty()) body_len = std::stoul(cl);
+            buf.erase(0, head_end + 4);
+            while (buf.size() < body_len) {
+                ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+                if (n <= 0) return;
+                buf.append(tmp, static_cast<size_t>(n));
+            }
+            req.body = buf.substr(0, body_len);
+            buf.erase(0, body_len);
+
+            CannedResponse resp;
+            {
+                std::lock_guard l(mu_);
+                requests_.push_back(req);
+                if (handler_) resp = handler_(req);
+                else if (!queue_.empty()) { resp = std::move(queue_.front()); queue_.pop_front(); }
+                else resp = CannedResponse{500, {}, "no canned response left"};
+            }
+            std::string out = "HTTP/1.1 " + std::to_string(resp.status) + " X\r\n";
+            for (auto& [k, v] : resp.headers) out += k + ": " + v + "\r\n";
+            out += "Content-Length: " + std::to_string(resp.body.size()) + "\r\n\r\n";
+            if (req.method != "HEAD") out += resp.body;
+            if (::send(fd, out.data(), out.size(), MSG_NOSIGNAL) < 0) return;
+        }
+    }
+
+    int listen_fd_ = -1;
+    int port_ = 0;
+    std::atomic<bool> stop_{false};
+    std::atomic<int> connections_{0};
+    mutable std::mutex mu_;
+    std::deque<CannedResponse> queue_;
+    Handler handler_;
+    std::vector<RecordedRequest> requests_;
+    std::thread thread_;
+};
+
+}  // namespace testing

@@ -1,0 +1,267 @@
+#include <doctest/doctest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+
+#include "core/fs.hpp"
+#include "sync/vdir_store.hpp"
+
+namespace stdfs = std::filesystem;
+using namespace davsyncd;
+using sync::ItemFormat;
+using sync::VdirStore;
+
+namespace {
+
+struct TempDir {
+    stdfs::path path;
+    TempDir() {
+        char tmpl[] = "/tmp/davsyncd-vdir-test-XXXXXX";
+        path = ::mkdtemp(tmpl);
+    }
+    ~TempDir() { stdfs::remove_all(path); }
+};
+
+void put(const stdfs::path& p, const std::string& content) {
+    std::ofstream out(p, std::ios::binary);
+    out << content;
+}
+
+bool is_uuid_name(const std::string& name, const std::string& ext) {
+    if (name.size() != 36 + ext.size() || name.substr(36) != ext) return false;
+    for (size_t k = 0; k < 36; ++k) {
+        char c = name[k];
+        bool ok = (k == 8 || k == 13 || k == 18 || k == 23) ? c == '-'
+                                                            : ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+        if (!ok) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+TEST_SUITE("vdir") {
+
+TEST_CASE("constructor creates the folder with mode 0700") {
+    TempDir t;
+    VdirStore store(t.path / "acc" / "cal", ItemFormat::icalendar);
+    CHECK(stdfs::is_directory(t.path / "acc" / "cal"));
+    struct stat st{};
+    REQUIRE(::stat((t.path / "acc" / "cal").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0700);
+    CHECK(store.folder() == t.path / "acc" / "cal");
+    CHECK(store.format() == ItemFormat::icalendar);
+}
+
+TEST_CASE("list returns regular item files sorted, skipping everything else") {
+    TempDir t;
+    VdirStore store(t.path, ItemFormat::icalendar);
+    put(t.path / "b.ics", "BB");
+    put(t.path / "a.ics", "A");
+    put(t.path / "c.ics.tmp", "half written");
+    put(t.path / ".hidden.ics", "x");
+    put(t.path / "note.txt", "x");
+    put(t.path / "card.vcf", "x");
+    put(t.path / "displayname", "Work");
+    stdfs::create_directory(t.path / "dir.ics");
+    stdfs::create_symlink(t.path / "a.ics", t.path / "link.ics");
+    stdfs::create_symlink("/etc/passwd", t.path / "passwd.ics");
+    put(t.path / "ctl\x01.ics", "x");
+
+    auto files = store.list();
+    REQUIRE(files.size() == 2);
+    CHECK(files[0].name == "a.ics");
+    CHECK(files[0].size == 1);
+    CHECK(files[1].name == "b.ics");
+    CHECK(files[1].size == 2);
+    CHECK(files[0].mtime_ns > 0);
+
+    VdirStore cards(t.path, ItemFormat::vcard);
+    auto vcf = cards.list();
+    REQUIRE(vcf.size() == 1);
+    CHECK(vcf[0].name == "card.vcf");
+}
+
+TEST_CASE("write, stat, read and remove") {
+    TempDir t;
+    VdirStore store(t.path, ItemFormat::vcard);
+    CHECK(store.stat("x.vcf") == std::nullopt);
+    auto written = store.write("x.vcf", "BEGIN:VCARD\r\nEND:VCARD\r\n");
+    CHECK(written.name == "x.vcf");
+    CHECK(written.size == 24);
+    CHECK(store.stat("x.vcf") == std::optional<sync::LocalFile>(written));
+    CHECK(store.read("x.vcf") == "BEGIN:VCARD\r\nEND:VCARD\r\n");
+    CHECK_FALSE(stdfs::exists(t.path / "x.vcf.tmp"));
+
+    auto again = store.write("x.vcf", "changed");
+    CHECK(again.size == 7);
+    CHECK(store.read("x.vcf") == "changed");
+
+    store.remove("x.vcf");
+    CHECK_FALSE(stdfs::exists(t.path / "x.vcf"));
+    CHECK(store.stat("x.vcf") == std::nullopt);
+    store.remove("x.vcf");  // missing is fine
+    CHECK_THROWS_AS(store.read("x.vcf"), fs::IoError);
+}
+
+TEST_CASE("stat and read do not follow symlinks") {
+    TempDir t;
+    VdirStore store(t.path / "cal", ItemFormat::icalendar);
+    put(t.path / "secret", "private key");
+    stdfs::create_symlink(t.path / "secret", t.path / "cal" / "evil.ics");
+    CHECK(store.stat("evil.ics") == std::nullopt);
+    CHECK_THROWS_AS(store.read("evil.ics"), fs::IoError);
+}
+
+TEST_CASE("valid_name") {
+    TempDir t;
+    VdirStore store(t.path, ItemFormat::icalendar);
+    CHECK(store.valid_name("abc.ics"));
+    CHECK(store.valid_name("a b+c@d.ics"));
+    CHECK(store.valid_name("caf\xc3\xa9.ics"));
+    CHECK(store.valid_name(std::string(251, 'a') + ".ics"));
+    CHECK_FALSE(store.valid_name(std::string(252, 'a') + ".ics"));
+    CHECK_FALSE(store.valid_name(""));
+    CHECK_FALSE(store.valid_name("."));
+    CHECK_FALSE(store.valid_name(".."));
+    CHECK_FALSE(store.valid_name(".ics"));
+    CHECK_FALSE(store.valid_name(".hidden.ics"));
+    CHECK_FALSE(store.valid_name("abc.vcf"));
+    CHECK_FALSE(store.valid_name("abc"));
+    CHECK_FALSE(store.valid_name("abc.ics.tmp"));
+    CHECK_FALSE(store.valid_name("a/b.ics"));
+    CHECK_FALSE(store.valid_name("../x.ics"));
+    CHECK_FALSE(store.valid_name(std::string("a\0b.ics", 7)));
+    CHECK_FALSE(store.valid_name("a\nb.ics"));
+    CHECK_FALSE(store.valid_name("a\x7f.ics"));
+    CHECK_FALSE(store.valid_name("caf\xe9.ics"));  // Latin-1, not UTF-8
+}
+
+TEST_CASE("invalid names throw std::invalid_argument naming the name, and touch nothing") {
+    TempDir t;
+    VdirStore store(t.path / "cal", ItemFormat::icalendar);
+    for (const char* bad : {"../x.ics", "a/b.ics", ".hidden.ics", "..", "/etc/passwd.ics", "x.txt", ""}) {
+        CAPTURE(bad);
+        CHECK_THROWS_WITH_AS(store.write(bad, "x"), doctest::Contains(bad), std::invalid_argument);
+        CHECK_THROWS_AS(store.read(bad), std::invalid_argument);
+        CHECK_THROWS_AS(store.stat(bad), std::invalid_argument);
+        CHECK_THROWS_AS(store.remove(bad), std::invalid_argument);
+    }
+    CHECK_FALSE(stdfs::exists(t.path / "x.ics"));
+    CHECK(stdfs::is_empty(t.path / "cal"));
+}
+
+TEST_CASE("a relative folder works, also \".\"") {
+    TempDir t;
+    auto cwd = stdfs::current_path();
+    stdfs::current_path(t.path);
+    {
+        VdirStore here(".", ItemFormat::icalendar);
+        here.write("a.ics", "x");
+        CHECK(here.read("a.ics") == "x");
+        VdirStore sub("sub/cal", ItemFormat::vcard);
+        sub.write("b.vcf", "y");
+        CHECK_THROWS_AS(sub.write("../b.vcf", "y"), std::invalid_argument);
+    }
+    stdfs::current_path(cwd);
+    CHECK(stdfs::exists(t.path / "a.ics"));
+    CHECK(stdfs::exists(t.path / "sub" / "cal" / "b.vcf"));
+}
+
+TEST_CASE("new_name uses a safe UID, else a random UUID, never escaping") {
+    TempDir t;
+    VdirStore store(t.path / "cal", ItemFormat::icalendar);
+    CHECK(store.new_name(std::string("abc-123_x.y+z")) == "abc-123_x.y+z.ics");
+    CHECK(is_uuid_name(store.new_name(std::nullopt), ".ics"));
+    CHECK(is_uuid_name(store.new_name(std::string("")), ".ics"));
+    CHECK(is_uuid_name(store.new_name(std::string("../evil")), ".ics"));
+    CHECK(is_uuid_name(store.new_name(std::string("a/b")), ".ics"));
+    CHECK(is_uuid_name(store.new_name(std::string(".hidden")), ".ics"));
+    CHECK(is_uuid_name(store.new_name(std::string("..")), ".ics"));
+    CHECK(is_uuid_name(store.new_name(std::string("has space")), ".ics"));
+    CHECK(is_uuid_name(store.new_name(std::string("urn:uuid:1")), ".ics"));
+    CHECK(is_uuid_name(store.new_name(std::string("x@example.com")), ".ics"));
+    CHECK(is_uuid_name(store.new_name(std::string("caf\xc3\xa9")), ".ics"));
+    CHECK(store.new_name(std::string(200, 'u')) == std::string(200, 'u') + ".ics");
+    CHECK(is_uuid_name(store.new_name(std::string(201, 'u')), ".ics"));
+
+    // Collision with an existing file (or anything else of that name).
+    store.write("taken.ics", "x");
+    CHECK(is_uuid_name(store.new_name(std::string("taken")), ".ics"));
+    stdfs::create_symlink("/nonexistent", t.path / "cal" / "dangling.ics");
+    CHECK(is_uuid_name(store.new_name(std::string("dangling")), ".ics"));
+
+    // Every name it hands out is usable by the store.
+    for (const char* uid : {"../evil", "abc", "a/b", ".x"}) {
+        auto name = store.new_name(std::string(uid));
+        CHECK(store.valid_name(name));
+        store.write(name, "x");
+        CHECK(stdfs::exists(t.path / "cal" / name));
+    }
+    CHECK_FALSE(stdfs::exists(t.path / "evil.ics"));
+
+    VdirStore cards(t.path / "book", ItemFormat::vcard);
+    CHECK(cards.new_name(std::string("card1")) == "card1.vcf");
+    CHECK(is_uuid_name(cards.new_name(std::nullopt), ".vcf"));
+}
+
+TEST_CASE("metadata set, unchanged, removed") {
+    TempDir t;
+    VdirStore store(t.path, ItemFormat::icalendar);
+    CHECK(store.metadata("displayname") == "");
+
+    store.set_metadata("displayname", "Work\r\n");
+    CHECK(fs::read_file(t.path / "displayname") == "Work");
+    CHECK(store.metadata("displayname") == "Work");
+
+    store.set_metadata("color", "#1E90FF");
+    CHECK(fs::read_file(t.path / "color") == "#1E90FF");
+    CHECK(store.metadata("color") == "#1E90FF");
+
+    // Same value: the file is not rewritten (inode and mtime kept).
+    struct stat before{};
+    REQUIRE(::stat((t.path / "displayname").c_str(), &before) == 0);
+    ::usleep(20000);
+    store.set_metadata("displayname", "Work");
+    struct stat after{};
+    REQUIRE(::stat((t.path / "displayname").c_str(), &after) == 0);
+    CHECK(before.st_ino == after.st_ino);
+    CHECK(before.st_mtim.tv_nsec == after.st_mtim.tv_nsec);
+    CHECK(before.st_mtim.tv_sec == after.st_mtim.tv_sec);
+
+    // A trailing newline written by another tool does not count as a change.
+    put(t.path / "description", "Team calendar\n");
+    CHECK(store.metadata("description") == "Team calendar");
+
+    store.set_metadata("displayname", "Private\nStuff");
+    CHECK(store.metadata("displayname") == "PrivateStuff");
+
+    store.set_metadata("displayname", "");
+    CHECK_FALSE(stdfs::exists(t.path / "displayname"));
+    CHECK(store.metadata("displayname") == "");
+    store.set_metadata("displayname", "");  // already gone: fine
+    store.set_metadata("color", "\r\n");    // only newlines: removes
+    CHECK_FALSE(stdfs::exists(t.path / "color"));
+
+    // Metadata files never show up as items.
+    CHECK(store.list().empty());
+}
+
+TEST_CASE("metadata rejects unknown keys") {
+    TempDir t;
+    VdirStore store(t.path, ItemFormat::icalendar);
+    for (const char* key : {"order", "../x", "displayname/../../x", "", "x.ics"}) {
+        CAPTURE(key);
+        CHECK_THROWS_AS(store.set_metadata(key, "v"), std::invalid_argument);
+        CHECK_THROWS_AS(store.metadata(key), std::invalid_argument);
+    }
+    CHECK(stdfs::is_empty(t.path));
+}
+
+}  // TEST_SUITE
