@@ -1,7 +1,10 @@
 // davsyncd: keeps CalDAV/CardDAV accounts in local vdir folders.
 // Entry point only: parses the command line and hands over to the core library.
 
+#include <csignal>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <iostream>
 #include <string>
 #include <string_view>
@@ -9,6 +12,9 @@
 #include <curl/curl.h>
 
 #include "app/commands.hpp"
+#include "app/daemon.hpp"
+#include "bus/objects.hpp"
+#include "core/event_loop.hpp"
 #include "config/config.hpp"
 #include "core/log.hpp"
 #include "davsyncd_version.h"
@@ -19,6 +25,9 @@ constexpr const char* kUsage = R"(Usage: davsyncd [OPTIONS]
 
 Keeps the calendars and address books of your CalDAV/CardDAV accounts in
 local vdir folders (for khal, khard, todoman).
+
+Without --discover or --once, runs as the daemon: syncs on changes, pushes
+and a timer, and serves io.github.davsyncd on the session bus.
 
 Options:
   --config PATH     configuration file (default: $XDG_CONFIG_HOME/davsyncd/config.json)
@@ -71,6 +80,44 @@ bool parse_args(int argc, char** argv, Options& o) {
     return true;
 }
 
+// The long-running service: one event loop, the session bus, the accounts.
+int run_daemon(const std::filesystem::path& config_path, const davsyncd::fs::XdgDirs& xdg) {
+    using namespace davsyncd;
+    core::EventLoop loop;
+    // Before any thread exists, so that every thread inherits the blocked mask.
+    std::function<void(int)> on_signal;
+    core::SignalWatch signals(loop, {SIGTERM, SIGINT, SIGHUP}, [&](int signo) { on_signal(signo); });
+
+    std::unique_ptr<sdbus::IConnection> bus;
+    try {
+        bus = sdbus::createSessionBusConnection(bus::kBusName);
+    } catch (const sdbus::Error& e) {
+        log::error("cannot own ", bus::kBusName, " on the session bus (", e.getMessage(),
+                   "); is another davsyncd running?");
+        return 1;
+    }
+    app::Daemon daemon(loop, *bus, config_path, xdg);
+    on_signal = [&](int signo) {
+        if (signo == SIGHUP) {
+            try {
+                daemon.reload();
+            } catch (const config::ConfigError& e) {
+                log::error("reload: ", e.what(), "; keeping the running configuration");
+            }
+        } else {
+            daemon.shutdown();
+        }
+    };
+    try {
+        daemon.start();
+    } catch (const config::ConfigError& e) {
+        log::error(e.what());
+        return 1;
+    }
+    loop.run();
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,10 +148,7 @@ int main(int argc, char** argv) {
     int status = 0;
     if (opts.discover) status = app::discover(cfg, opts.account, opts.json, std::cout);
     else if (opts.once) status = app::sync_once(cfg, opts.account, opts.force_delete, std::cout);
-    else {
-        std::cerr << "davsyncd: nothing to do yet; try --discover or --once\n";
-        status = 2;
-    }
+    else status = run_daemon(cfg.source, xdg);
     curl_global_cleanup();
     return status;
 }

@@ -83,7 +83,7 @@ int sync_once(const config::Config& cfg, const std::string& only_account, bool f
             auto collections = sync::cached_or_discovered(*http, account, state_dir, kDiscoveryMaxAge);
             for (const auto& plan : sync::plan_collections(account, state_dir, collections)) {
                 try {
-                    auto report = sync::sync_collection(*http, plan, account, force_delete);
+                    auto report = sync::sync_collection(*http, plan, account, {.force_delete = force_delete});
                     out << sync::summary(plan.label, report) << std::endl;
                     if (report.refused_mass_deletion) status = 1;
                 } catch (const std::exception& e) {

@@ -660,10 +660,9 @@ Config load(const std::filesystem::path& path, const fs::XdgDirs& xdg) {
     if (fd < 0) {
         int err = errno;
         if (err == ENOENT || err == ENOTDIR)
-            throw ConfigError(cat(
-                path.string(), " does not exist. To create it, copy the example and edit it:\n    mkdir -p ",
-                path.parent_path().string(), " && cp ", kExample, " ", path.string(),
-                "\n(", kExample, " ships with the davsyncd sources), or pass another file with --config FILE."));
+            throw ConfigError(cat(path.string(), " does not exist; create it from the example in the davsyncd sources (mkdir -p ",
+                                  path.parent_path().string(), " && cp ", kExample, " ", path.string(),
+                                  ", then edit it) or use --config FILE to read another file"));
         throw ConfigError(cat("cannot read ", path.string(), ": ", std::strerror(err)));
     }
     std::string text;

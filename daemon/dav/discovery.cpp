@@ -43,7 +43,7 @@ struct Found {
 std::optional<Found> propfind(HttpClient& http, const std::string& target, const char* depth, const char* body) {
     Response r = http.send(Request::propfind(target, depth, body));
     if (r.status == 404 || r.status == 405 || r.status == 501) return std::nullopt;
-    if (r.status != 207) throw DiscoveryError(describe_status(target, r.status));
+    if (r.status != 207) throw RemoteError(describe_status(target, r.status), r.status, r.retry_after());
     Found f;
     f.request_url = r.effective_url.empty() ? target : r.effective_url;
     try {

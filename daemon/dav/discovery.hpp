@@ -66,8 +66,9 @@ struct DiscoveryError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// Throws DiscoveryError (auth failure, nothing found, bad responses) naming
-// the URL. Hrefs that point to another origin than the account's are skipped
+// Throws RemoteError for a refused request (401: authentication failed) and
+// DiscoveryError when nothing usable was found or a response was malformed,
+// both naming the URL. Hrefs that point to another origin than the account's are skipped
 // with a warning.
 DiscoveryResult discover(HttpClient& http, const std::string& account_url);
 

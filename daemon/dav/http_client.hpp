@@ -68,6 +68,16 @@ struct HttpError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// A request the server refused. `status` is the HTTP status; `retry_after`
+// comes from the response when present (429, 503).
+struct RemoteError : std::runtime_error {
+    RemoteError(const std::string& what, long status, std::optional<std::chrono::seconds> retry_after)
+        : std::runtime_error(what), status(status), retry_after(retry_after) {}
+    long status;
+    std::optional<std::chrono::seconds> retry_after;
+    bool auth_failed() const { return status == 401; }
+};
+
 struct ClientOptions {
     std::string username;
     std::string password;

@@ -41,16 +41,6 @@ struct ChangePage {
     bool truncated = false;            // 507 on the collection: ask again with `token`
 };
 
-// A request the server refused. `status` is the HTTP status; `retry_after`
-// comes from the response when present.
-struct RemoteError : std::runtime_error {
-    RemoteError(const std::string& what, long status, std::optional<std::chrono::seconds> retry_after)
-        : std::runtime_error(what), status(status), retry_after(retry_after) {}
-    long status;
-    std::optional<std::chrono::seconds> retry_after;
-    bool auth_failed() const { return status == 401; }
-};
-
 // The server no longer accepts our sync token (DAV:valid-sync-token
 // precondition, recognised by the error element whatever the status code).
 struct InvalidSyncToken : std::runtime_error {

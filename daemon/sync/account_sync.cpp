@@ -84,35 +84,43 @@ void store_discovery(const dav::DiscoveryResult& result, const config::Account& 
     fs::write_atomic(account_state_dir / "collections.json", j.dump(2) + "\n", 0600);
 }
 
+std::optional<std::vector<dav::CollectionInfo>> load_discovery(const std::filesystem::path& account_state_dir) {
+    auto file = account_state_dir / "collections.json";
+    std::error_code ec;
+    if (!std::filesystem::exists(file, ec)) return std::nullopt;
+    try {
+        auto j = nlohmann::json::parse(fs::read_file(file));
+        std::vector<dav::CollectionInfo> out;
+        for (const auto& c : j.at("collections")) out.push_back(dav::collection_from_json(c));
+        return out;
+    } catch (const std::exception& e) {
+        log::warning(file.string(), ": unreadable (", e.what(), "); discovering again");
+        return std::nullopt;
+    }
+}
+
 std::vector<dav::CollectionInfo> cached_or_discovered(dav::HttpClient& http, const config::Account& account,
                                                       const std::filesystem::path& account_state_dir,
                                                       std::chrono::seconds max_age) {
-    auto file = account_state_dir / "collections.json";
     std::error_code ec;
-    auto mtime = std::filesystem::last_write_time(file, ec);
-    if (!ec && std::filesystem::file_time_type::clock::now() - mtime < max_age) {
-        auto j = nlohmann::json::parse(fs::read_file(file), nullptr, false);
-        try {
-            std::vector<dav::CollectionInfo> out;
-            for (const auto& c : j.at("collections")) out.push_back(dav::collection_from_json(c));
-            return out;
-        } catch (const std::exception& e) {
-            log::warning(file.string(), ": unreadable (", e.what(), "); discovering again");
-        }
-    }
+    auto mtime = std::filesystem::last_write_time(account_state_dir / "collections.json", ec);
+    if (!ec && std::filesystem::file_time_type::clock::now() - mtime < max_age)
+        if (auto known = load_discovery(account_state_dir)) return *known;
     auto result = dav::discover(http, account.url);
     store_discovery(result, account, account_state_dir);
     return result.collections;
 }
 
 SyncReport sync_collection(dav::HttpClient& http, const PlannedCollection& plan, const config::Account& account,
-                           bool force_delete) {
+                           const RunFlags& flags) {
     dav::RemoteCollection remote(http, plan.info);
     VdirStore local(plan.local_dir, plan.format);
     SyncOptions o;
     o.policy = account.conflict_policy;
     if (account.multiget_batch) o.multiget_batch = account.multiget_batch;
-    o.force_delete = force_delete;
+    o.force_delete = flags.force_delete;
+    o.local_trigger_only = flags.local_trigger_only;
+    o.cancel = flags.cancel;
     o.state_file = plan.state_file;
     o.conflicts_dir = plan.conflicts_dir;
     o.label = plan.label;

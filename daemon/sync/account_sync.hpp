@@ -5,7 +5,9 @@
 // Thread affinity: any single thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <optional>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -40,12 +42,22 @@ std::vector<PlannedCollection> plan_collections(const config::Account& account,
 std::vector<dav::CollectionInfo> cached_or_discovered(dav::HttpClient& http, const config::Account& account,
                                                       const std::filesystem::path& account_state_dir,
                                                       std::chrono::seconds max_age);
+// The stored collections.json, whatever its age; nullopt when there is none
+// or it cannot be read. No network.
+std::optional<std::vector<dav::CollectionInfo>> load_discovery(const std::filesystem::path& account_state_dir);
 // Stores a discovery result as <account state>/collections.json.
 void store_discovery(const dav::DiscoveryResult& result, const config::Account& account,
                      const std::filesystem::path& account_state_dir);
 
+// How one run of a collection sync differs from the default.
+struct RunFlags {
+    bool force_delete = false;
+    bool local_trigger_only = false;
+    const std::atomic<bool>* cancel = nullptr;
+};
+
 // Syncs one planned collection over `http`.
 SyncReport sync_collection(dav::HttpClient& http, const PlannedCollection& plan, const config::Account& account,
-                           bool force_delete);
+                           const RunFlags& flags);
 
 }  // namespace davsyncd::sync

@@ -77,6 +77,13 @@ SyncReport CollectionSync::run() {
 
     // 1. What changed in the folder since the last sync.
     LocalChanges changes = scan_local();
+    if (opts_.local_trigger_only && changes.created.empty() && changes.edited.empty() && changes.deleted.empty()) {
+        log::debug(opts_.label, ": nothing changed locally");
+        state_.save(opts_.state_file);  // keeps the refreshed mtimes of touched files
+        report_.token = state_.token;
+        report_.items = state_.items.size();
+        return report_;
+    }
     if (local_side_wiped(changes)) {
         report_.requests = remote_.requests_sent() - requests_before;
         return report_;
@@ -89,6 +96,7 @@ SyncReport CollectionSync::run() {
     pull();
 
     report_.token = state_.token;
+    report_.items = state_.items.size();
     report_.requests = remote_.requests_sent() - requests_before;
     report_.duration = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
     return report_;
@@ -181,9 +189,18 @@ bool CollectionSync::local_side_wiped(const LocalChanges& changes) {
 // --- 2. upload ------------------------------------------------------------------
 
 void CollectionSync::upload(const LocalChanges& changes) {
-    for (const auto& key : changes.deleted) upload_deletion(key);
-    for (const auto& key : changes.edited) upload_edit(key);
-    for (const auto& file : changes.created) upload_creation(file);
+    for (const auto& key : changes.deleted) {
+        check_cancel();
+        upload_deletion(key);
+    }
+    for (const auto& key : changes.edited) {
+        check_cancel();
+        upload_edit(key);
+    }
+    for (const auto& file : changes.created) {
+        check_cancel();
+        upload_creation(file);
+    }
     if (!changes.created.empty() || !changes.edited.empty() || !changes.deleted.empty()) save_state();
 }
 
@@ -261,7 +278,7 @@ void CollectionSync::upload_deletion(const std::string& key) {
     }
     auto st = local_.write(item.file, current->data);
     state_.items[key] = ItemState{item.href, current->etag, item.file, content_hash(current->data), st.mtime_ns, st.size};
-    report_.changed_files.push_back(item.file);
+    report_.written_files.push_back(item.file);
     ++report_.downloaded;
     log::info(opts_.label, ": ", item.file, ": deleted here but changed on the server; restored the server's version");
 }
@@ -304,7 +321,7 @@ void CollectionSync::resolve_conflict(const std::string& key, const std::string&
         keep_loser(item.file, "local", local_content);
         auto st = local_.write(item.file, server->data);
         state_.items[key] = ItemState{item.href, server->etag, item.file, content_hash(server->data), st.mtime_ns, st.size};
-        report_.changed_files.push_back(item.file);
+        report_.written_files.push_back(item.file);
         ++report_.downloaded;
     } else {
         keep_loser(item.file, "server", server->data);
@@ -433,6 +450,7 @@ bool CollectionSync::refuse_remote_wipe(size_t deletions, size_t additions) {
 
 void CollectionSync::download(const std::vector<Href>& hrefs) {
     for (size_t i = 0; i < hrefs.size(); i += opts_.multiget_batch) {
+        check_cancel();
         auto end = std::min(hrefs.size(), i + opts_.multiget_batch);
         std::vector<Href> batch(hrefs.begin() + static_cast<std::ptrdiff_t>(i), hrefs.begin() + static_cast<std::ptrdiff_t>(end));
         store_downloads(remote_.multiget(batch));
@@ -485,7 +503,7 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
     for (const auto& p : plan) {
         auto st = local_.write(p.file, p.item->data);
         state_.items[p.key] = ItemState{p.item->href, p.item->etag, p.file, p.hash, st.mtime_ns, st.size};
-        report_.changed_files.push_back(p.file);
+        report_.written_files.push_back(p.file);
         ++report_.downloaded;
     }
     for (const auto& key : edited_meanwhile) resolve_conflict(key, local_.read(state_.items.at(key).file));
@@ -510,7 +528,7 @@ void CollectionSync::apply_remote_deletion(const std::string& key) {
     }
     local_.remove(item.file);
     state_.items.erase(key);
-    report_.changed_files.push_back(item.file);
+    report_.removed_files.push_back(item.file);
     ++report_.deleted_local;
 }
 
@@ -528,6 +546,14 @@ void CollectionSync::record(const std::string& key, const Href& href, const Etag
                             const std::string& file, const std::string& hash) {
     auto st = local_.stat(file);
     state_.items[key] = ItemState{href, etag, file, hash, st ? st->mtime_ns : 0, st ? st->size : 0};
+}
+
+// Stops between two items when asked to. Everything finished so far is
+// saved first; the token is not, so the next sync picks up the rest.
+void CollectionSync::check_cancel() {
+    if (!opts_.cancel || !opts_.cancel->load()) return;
+    save_state();
+    throw Cancelled(cat(opts_.label, ": cancelled"));
 }
 
 void CollectionSync::save_state() {

@@ -20,6 +20,7 @@
 // Thread affinity: runs on one thread (a sync job), owning everything it uses.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -40,6 +41,16 @@ struct SyncOptions {
     std::filesystem::path state_file;          // CollectionState JSON
     std::filesystem::path conflicts_dir;       // where losing versions go
     std::string label;                         // "account/collection" for logs
+    // Only a local change asked for this sync: when the scan finds nothing
+    // (e.g. the event was our own write), stop without a request.
+    bool local_trigger_only = false;
+    // Set from another thread to stop at the next item; what is done is saved.
+    const std::atomic<bool>* cancel = nullptr;
+};
+
+// Thrown by run() when SyncOptions::cancel was set; state is consistent.
+struct Cancelled : std::runtime_error {
+    using std::runtime_error::runtime_error;
 };
 
 struct SyncReport {
@@ -54,7 +65,9 @@ struct SyncReport {
     SyncToken token;               // the server token this sync ended with
     bool refused_mass_deletion = false;
     std::string refused_reason;
-    std::vector<std::string> changed_files;  // local file names written or removed
+    size_t items = 0;              // items in the collection after the sync
+    std::vector<std::string> written_files;  // local file names created or replaced
+    std::vector<std::string> removed_files;  // local file names deleted
 };
 
 // The line printed per collection by --once and logged by the daemon.
@@ -95,6 +108,7 @@ private:
     void resolve_conflict(const std::string& key, const std::string& local_content);
     void keep_loser(const std::string& file, const std::string& side, const std::string& content);
     bool local_file_changed(const ItemState& item) const;
+    void check_cancel();
     void record(const std::string& key, const Href& href, const Etag& etag, const std::string& file,
                 const std::string& hash);
     void save_state();

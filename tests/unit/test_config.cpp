@@ -374,7 +374,7 @@ TEST_CASE("JSON syntax errors give line and column") {
     CHECK(msg.find("invalid literal") != std::string::npos);
     msg = error_of("{\"accounts\": [\n");
     CHECK(msg.rfind(std::string(kFile) + ":2:1: invalid JSON: ", 0) == 0);
-    msg = error_of(std::string("{\"accounts\": []}\n\0garbage", 24));
+    msg = error_of(std::string("{\"accounts\": []}\n\0garbage", 25));
     CHECK(msg == std::string(kFile) + ":2:1: invalid JSON: NUL byte");
     msg = error_of("");
     CHECK(msg.rfind(std::string(kFile) + ":1:1: invalid JSON: ", 0) == 0);

@@ -1,0 +1,311 @@
+#include "app/account_runtime.hpp"
+
+#include <sys/inotify.h>
+
+#include <chrono>
+
+#include "app/commands.hpp"
+#include "core/log.hpp"
+#include "sync/collection_sync.hpp"
+
+namespace davsyncd::app {
+
+struct AccountRuntime::JobResult {
+    uint64_t id = 0;
+    account::SyncOutcome outcome;
+    std::string error;
+    std::vector<std::string> summary;
+    std::unique_ptr<dav::HttpClient> new_http;  // made by the job when none was lent
+    std::optional<std::vector<sync::PlannedCollection>> plans;
+    std::map<std::string, sync::SyncReport> reports;  // by folder
+};
+
+uint64_t unix_usec_now() {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+}
+
+namespace {
+
+const char* to_string(account::SyncOutcome::Kind k) {
+    switch (k) {
+        case account::SyncOutcome::Kind::ok: return "ok";
+        case account::SyncOutcome::Kind::error: return "error";
+        case account::SyncOutcome::Kind::auth_failed: return "auth-failed";
+        case account::SyncOutcome::Kind::cancelled: return "cancelled";
+    }
+    return "error";
+}
+
+std::vector<std::string> split_reasons(unsigned reasons) {
+    std::vector<std::string> out;
+    std::string all = account::reasons_to_string(reasons);
+    size_t pos = 0;
+    while (pos < all.size()) {
+        auto comma = all.find(',', pos);
+        out.push_back(all.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+        if (comma == std::string::npos) break;
+        pos = comma + 1;
+    }
+    return out;
+}
+
+// Only item files count: our own temporary files and metadata do not.
+bool is_item_event(const std::string& name) {
+    if (name.empty() || name.front() == '.' || name.ends_with(".tmp")) return false;
+    return name.ends_with(".ics") || name.ends_with(".vcf");
+}
+
+// A steady-clock instant as microseconds since the Unix epoch.
+uint64_t to_unix_usec(account::TimePoint when, account::TimePoint now) {
+    auto delta = std::chrono::duration_cast<std::chrono::microseconds>(when - now).count();
+    auto n = static_cast<int64_t>(unix_usec_now()) + delta;
+    return n > 0 ? static_cast<uint64_t>(n) : 0;
+}
+
+account::Settings settings_for(const config::Account& a) {
+    account::Settings s;
+    s.interval = a.sync_interval;
+    s.random = [] { return static_cast<double>(std::rand()) / (static_cast<double>(RAND_MAX) + 1.0); };
+    return s;
+}
+
+}  // namespace
+
+AccountRuntime::AccountRuntime(core::EventLoop& loop, sdbus::IConnection& bus, const config::Config& cfg,
+                               config::Account account, std::function<void()> on_state_changed)
+    : loop_(loop),
+      bus_(bus),
+      account_(std::move(account)),
+      state_dir_(account_state_dir(cfg, account_)),
+      on_state_changed_(std::move(on_state_changed)),
+      scheduler_(settings_for(account_)),
+      timer_(loop, [this] { pump(); }),
+      folders_(loop, [this](const std::string& folder, const std::string& name, uint32_t mask) {
+          on_folder_event(folder, name, mask);
+      }) {
+    bus::AccountValues v;
+    v.id = account_.id;
+    v.url = url::redact(account_.url);
+    v.state = account::to_string(scheduler_.state());
+    object_ = std::make_unique<bus::AccountObject>(bus_, object_path(), v, [this] { request_sync(); });
+
+    // Collections known from an earlier run appear at once (no network here).
+    if (auto known = sync::load_discovery(state_dir_))
+        adopt_plans(sync::plan_collections(account_, state_dir_, *known));
+
+    scheduler_.start(loop_.now());
+    pump();
+}
+
+AccountRuntime::~AccountRuntime() {
+    *alive_ = false;
+    cancel_ = true;
+    if (job_.joinable()) job_.join();
+}
+
+std::string AccountRuntime::object_path() const { return bus::account_path(account_.id); }
+
+void AccountRuntime::request_sync(const std::set<std::string>& collections) {
+    if (scheduler_.state() == account::State::disabled)
+        throw sdbus::Error(bus::error::kDisabled, cat("account '", account_.id, "' is disabled"));
+    scheduler_.trigger(loop_.now(), account::Reason::user, collections);
+    pump();
+}
+
+void AccountRuntime::cancel() { cancel_ = true; }
+
+// After every event: start what is due, arm the timer for the next
+// decision, publish the state.
+void AccountRuntime::pump() {
+    auto now = loop_.now();
+    if (!job_running())
+        if (auto request = scheduler_.take_start(now)) start_job(*request);
+    if (auto wake = scheduler_.next_wakeup()) timer_.schedule_at(*wake);
+    else timer_.cancel();
+    publish();
+    if (on_state_changed_) on_state_changed_();
+}
+
+void AccountRuntime::start_job(const account::SyncRequest& request) {
+    running_id_ = request.id;
+    cancel_ = false;
+    log::debug("account '", account_.id, "': sync ", request.id, " starts (", account::reasons_to_string(request.reasons), ")");
+    object_->sync_started(request.id, split_reasons(request.reasons));
+    std::weak_ptr<bool> alive = alive_;
+    job_ = std::thread([this, request, account = account_, dir = state_dir_, http = http_.get(), alive] {
+        auto result = std::make_shared<JobResult>(run_job(request, account, dir, http, &cancel_));
+        loop_.post([this, alive, result] {
+            if (auto a = alive.lock(); a && *a) finish_job(std::move(*result));
+        });
+    });
+}
+
+AccountRuntime::JobResult AccountRuntime::run_job(account::SyncRequest request, config::Account account,
+                                                  std::filesystem::path state_dir, dav::HttpClient* http,
+                                                  const std::atomic<bool>* cancel) {
+    JobResult r;
+    r.id = request.id;
+    bool failed = false;
+    try {
+        if (!http) {
+            r.new_http = make_client_ptr(account);  // runs password_command: never on the main loop
+            http = r.new_http.get();
+        }
+        auto collections = sync::cached_or_discovered(*http, account, state_dir, kDiscoveryMaxAge);
+        auto plans = sync::plan_collections(account, state_dir, collections);
+        // Only a folder event asked: a scan that finds nothing costs no request.
+        bool local_only = request.reasons == account::Reason::local_change;
+        for (const auto& plan : plans) {
+            if (!request.collections.empty() && !request.collections.contains(plan.folder)) continue;
+            try {
+                auto report = sync::sync_collection(*http, plan, account, {.local_trigger_only = local_only, .cancel = cancel});
+                auto line = sync::summary(plan.label, report);
+                if (report.requests || report.written_files.size() || report.removed_files.size()) log::info(line);
+                r.summary.push_back(line);
+                r.outcome.tokens[plan.folder] = report.token;
+                if (report.refused_mass_deletion) {
+                    failed = true;
+                    r.error = report.refused_reason;
+                }
+                r.reports[plan.folder] = std::move(report);
+            } catch (const dav::RemoteError& e) {
+                if (e.auth_failed()) throw;
+                log::error(plan.label, ": sync failed: ", e.what());
+                r.summary.push_back(cat(plan.label, ": FAILED: ", e.what()));
+                r.error = e.what();
+                r.outcome.retry_after = e.retry_after;
+                failed = true;
+            } catch (const sync::Cancelled&) {
+                throw;
+            } catch (const std::exception& e) {
+                log::error(plan.label, ": sync failed: ", e.what());
+                r.summary.push_back(cat(plan.label, ": FAILED: ", e.what()));
+                r.error = e.what();
+                failed = true;
+            }
+        }
+        r.plans = std::move(plans);
+        r.outcome.kind = failed ? account::SyncOutcome::Kind::error : account::SyncOutcome::Kind::ok;
+    } catch (const sync::Cancelled& e) {
+        r.outcome.kind = account::SyncOutcome::Kind::cancelled;
+        r.error = e.what();
+    } catch (const dav::RemoteError& e) {
+        r.outcome.kind = e.auth_failed() ? account::SyncOutcome::Kind::auth_failed : account::SyncOutcome::Kind::error;
+        r.outcome.retry_after = e.retry_after;
+        r.error = e.what();
+        log::error("account '", account.id, "': ", e.what());
+    } catch (const std::exception& e) {
+        r.outcome.kind = account::SyncOutcome::Kind::error;
+        r.error = e.what();
+        log::error("account '", account.id, "': ", e.what());
+    }
+    return r;
+}
+
+void AccountRuntime::finish_job(JobResult r) {
+    job_.join();
+    if (r.new_http) http_ = std::move(r.new_http);
+    scheduler_.finished(loop_.now(), r.outcome);
+
+    last_sync_ = unix_usec_now();
+    last_result_ = to_string(r.outcome.kind);
+    if (r.outcome.kind == account::SyncOutcome::Kind::ok) {
+        last_success_ = last_sync_;
+        last_error_.clear();
+    } else {
+        last_error_ = r.error;
+    }
+    if (r.plans) adopt_plans(std::move(*r.plans));
+    for (auto& [folder, report] : r.reports) {
+        auto it = collections_.find(folder);
+        if (it == collections_.end()) continue;
+        it->second.items = static_cast<uint32_t>(report.items);
+        if (!report.refused_mass_deletion) it->second.last_sync = last_sync_;
+        if (it->second.object) it->second.object->changed(report.written_files, report.removed_files);
+    }
+    std::string summary;
+    for (const auto& line : r.summary) summary += (summary.empty() ? "" : "\n") + line;
+    object_->sync_finished(r.id, last_result_, summary);
+    pump();
+}
+
+void AccountRuntime::on_folder_event(const std::string& folder, const std::string& name, uint32_t mask) {
+    if (mask & IN_Q_OVERFLOW) {
+        scheduler_.trigger(loop_.now(), account::Reason::local_change);  // events were lost: look at everything
+        pump();
+        return;
+    }
+    if (!is_item_event(name)) return;
+    for (const auto& plan : plans_) {
+        if (plan.local_dir == std::filesystem::path(folder)) {
+            scheduler_.trigger(loop_.now(), account::Reason::local_change, {plan.folder});
+            pump();
+            return;
+        }
+    }
+}
+
+// Takes the collections of the latest discovery: objects and folder watches
+// for new ones, InterfacesRemoved for those that went away.
+void AccountRuntime::adopt_plans(std::vector<sync::PlannedCollection> plans) {
+    std::set<std::string> keep;
+    for (const auto& plan : plans) {
+        keep.insert(plan.folder);
+        auto& status = collections_[plan.folder];
+        if (!status.object) {
+            status.object = std::make_unique<bus::CollectionObject>(
+                bus_, bus::collection_path(account_.id, plan.folder), collection_values(plan),
+                [this, folder = plan.folder] { request_sync({folder}); });
+        }
+        // The folder exists once the first sync wrote it; adding again is harmless.
+        if (std::filesystem::is_directory(plan.local_dir))
+            folders_.add(plan.local_dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE);
+    }
+    for (auto it = collections_.begin(); it != collections_.end();) {
+        if (keep.contains(it->first)) {
+            ++it;
+            continue;
+        }
+        for (const auto& old : plans_)
+            if (old.folder == it->first) folders_.remove(old.local_dir);
+        it = collections_.erase(it);
+    }
+    plans_ = std::move(plans);
+}
+
+bus::CollectionValues AccountRuntime::collection_values(const sync::PlannedCollection& plan) const {
+    bus::CollectionValues v;
+    v.id = plan.info.id;
+    v.url = url::redact(plan.info.url);
+    v.display_name = plan.info.display_name;
+    v.kind = dav::to_string(plan.info.kind);
+    v.color = plan.info.color;
+    v.local_path = plan.local_dir.string();
+    if (auto it = collections_.find(plan.folder); it != collections_.end()) {
+        v.item_count = it->second.items;
+        v.last_sync = it->second.last_sync;
+    }
+    return v;
+}
+
+void AccountRuntime::publish() {
+    auto now = loop_.now();
+    bus::AccountValues v;
+    v.id = account_.id;
+    v.url = url::redact(account_.url);
+    v.state = account::to_string(scheduler_.state());
+    v.last_sync = last_sync_;
+    v.last_success = last_success_;
+    v.last_result = last_result_;
+    v.last_error = last_error_;
+    if (auto next = scheduler_.next_sync()) v.next_sync = to_unix_usec(*next, now);
+    for (const auto& plan : plans_) {
+        v.collections.emplace_back(bus::collection_path(account_.id, plan.folder));
+        if (auto& obj = collections_[plan.folder].object) obj->update(collection_values(plan));
+    }
+    object_->update(v);
+}
+
+}  // namespace davsyncd::app

@@ -1,0 +1,166 @@
+#include "app/daemon.hpp"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <systemd/sd-daemon.h>
+
+#include "core/log.hpp"
+#include "davsyncd_version.h"
+
+namespace davsyncd::app {
+
+// --- BusPump ----------------------------------------------------------------
+
+namespace {
+uint32_t to_epoll(short poll_events) {
+    uint32_t e = 0;
+    if (poll_events & POLLIN) e |= EPOLLIN;
+    if (poll_events & POLLOUT) e |= EPOLLOUT;
+    if (poll_events & POLLPRI) e |= EPOLLPRI;
+    return e;
+}
+}  // namespace
+
+BusPump::BusPump(core::EventLoop& loop, sdbus::IConnection& connection)
+    : connection_(connection),
+      fd_(loop, [this](uint32_t) { process(); }),
+      timeout_(loop, [this] { process(); }),
+      after_send_(loop, [this] { process(); }) {
+    auto pd = connection_.getEventLoopPollData();
+    fd_.watch(pd.fd, to_epoll(pd.events));
+    process();
+}
+
+void BusPump::process() {
+    while (connection_.processPendingRequest()) {
+    }
+    auto pd = connection_.getEventLoopPollData();
+    fd_.modify(to_epoll(pd.events));
+    if (pd.timeout_usec == UINT64_MAX) {
+        timeout_.cancel();
+    } else {
+        // sd-bus speaks CLOCK_MONOTONIC, which is what steady_clock is on Linux.
+        timeout_.schedule_at(core::TimePoint(std::chrono::duration_cast<core::Duration>(pd.getAbsoluteTimeout())));
+    }
+}
+
+// --- Daemon -------------------------------------------------------------------
+
+Daemon::Daemon(core::EventLoop& loop, sdbus::IConnection& connection, std::filesystem::path config_path,
+               fs::XdgDirs xdg)
+    : loop_(loop),
+      connection_(connection),
+      pump_(loop, connection),
+      config_path_(std::move(config_path)),
+      xdg_(std::move(xdg)),
+      deferred_reload_(loop, [this] {
+          try {
+              reload();
+          } catch (const config::ConfigError& e) {
+              log::error("reload: ", e.what(), "; keeping the running configuration");
+          }
+      }) {}
+
+Daemon::~Daemon() {
+    accounts_.clear();
+    manager_.reset();
+}
+
+void Daemon::start() {
+    auto cfg = config::load(config_path_, xdg_);
+    manager_ = std::make_unique<bus::ManagerObject>(
+        connection_, bus::ManagerValues{DAVSYNCD_VERSION, config_path_.string(), "", {}},
+        bus::ManagerObject::Handlers{
+            [this] { sync_all(); },
+            [this] {
+                // Validate now so that the caller hears about a bad file;
+                // apply after this handler returns, since it destroys objects.
+                try {
+                    (void)config::load(config_path_, xdg_);
+                } catch (const config::ConfigError& e) {
+                    throw sdbus::Error(bus::error::kConfigInvalid, e.what());
+                }
+                deferred_reload_.schedule();
+            }});
+    apply(std::move(cfg));
+    log::notice("davsyncd ", DAVSYNCD_VERSION, " running with ", accounts_.size(), " account(s) from ",
+                config_path_.string());
+    sd_notify(0, "READY=1");
+}
+
+void Daemon::reload() {
+    auto cfg = config::load(config_path_, xdg_);
+    log::info("configuration reloaded from ", config_path_.string());
+    apply(std::move(cfg));
+}
+
+// Keeps the runtimes of unchanged accounts (their schedule and connection);
+// changed accounts are rebuilt, removed ones stop (InterfacesRemoved).
+void Daemon::apply(config::Config cfg) {
+    auto same = [](const config::Account& a, const config::Account& b) {
+        return a.id == b.id && a.url == b.url && a.username == b.username && a.password_command == b.password_command &&
+               a.password == b.password && a.local_root == b.local_root && a.sync_interval == b.sync_interval &&
+               a.collections.include == b.collections.include && a.collections.exclude == b.collections.exclude &&
+               a.verify_tls == b.verify_tls && a.conflict_policy == b.conflict_policy &&
+               a.multiget_batch == b.multiget_batch;
+    };
+    std::vector<std::unique_ptr<AccountRuntime>> next;
+    for (const auto& account : cfg.accounts) {
+        auto it = std::find_if(accounts_.begin(), accounts_.end(),
+                               [&](const auto& rt) { return rt && same(rt->config(), account); });
+        if (it != accounts_.end()) {
+            next.push_back(std::move(*it));
+        } else {
+            log::info("account '", account.id, "': starting");
+            next.push_back(std::make_unique<AccountRuntime>(loop_, connection_, cfg, account, [this] { notify_status(); }));
+        }
+    }
+    for (auto& old : accounts_)
+        if (old) log::info("account '", old->config().id, "': stopped (removed from the configuration)");
+    accounts_ = std::move(next);  // the rest are destroyed here: jobs stop, objects leave the bus
+    cfg_ = std::move(cfg);
+    publish();
+}
+
+void Daemon::sync_all() {
+    for (auto& a : accounts_) {
+        try {
+            a->request_sync();
+        } catch (const sdbus::Error& e) {
+            log::info(e.getMessage());  // a disabled account is not an error for "all"
+        }
+    }
+}
+
+void Daemon::shutdown() {
+    log::notice("stopping");
+    sd_notify(0, "STOPPING=1");
+    for (auto& a : accounts_) a->cancel();
+    accounts_.clear();  // joins the jobs; each saved what it finished
+    loop_.quit();
+}
+
+void Daemon::publish() {
+    bus::ManagerValues v{DAVSYNCD_VERSION, config_path_.string(), "", {}};
+    for (const auto& a : accounts_) v.accounts.emplace_back(a->object_path());
+    if (manager_) manager_->update(v);
+    notify_status();
+}
+
+// One STATUS= line for `systemctl --user status davsyncd`.
+void Daemon::notify_status() {
+    unsigned syncing = 0, failing = 0;
+    for (const auto& a : accounts_) {
+        syncing += a->state() == account::State::syncing;
+        failing += a->state() == account::State::backoff || a->state() == account::State::auth_failed;
+    }
+    auto status = cat(accounts_.size(), " account(s)", syncing ? cat(", ", syncing, " syncing") : "",
+                      failing ? cat(", ", failing, " failing") : "");
+    if (status != last_status_) {
+        last_status_ = status;
+        sd_notify(0, ("STATUS=" + status).c_str());
+    }
+    pump_.after_send();
+}
+
+}  // namespace davsyncd::app

@@ -1,0 +1,74 @@
+// The long-running daemon: the configuration, one AccountRuntime per
+// account, the Manager D-Bus object, and the plumbing between the event
+// loop and the bus connection.
+//
+// Thread affinity: main loop only.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <sdbus-c++/sdbus-c++.h>
+
+#include "app/account_runtime.hpp"
+#include "bus/objects.hpp"
+#include "config/config.hpp"
+#include "core/event_loop.hpp"
+
+namespace davsyncd::app {
+
+// Drives an sd-bus connection from our event loop: its fd through FdWatch,
+// its timeout through a Timer, and every pending message processed after
+// each wake-up (sdbus-c++ 1.2 needs processPendingRequest() drained).
+class BusPump {
+public:
+    BusPump(core::EventLoop& loop, sdbus::IConnection& connection);
+    // Call after sending signals or replies: the connection is processed on
+    // the next loop iteration (never re-entered from inside a bus callback),
+    // so the queued bytes go out and the watches are re-armed.
+    void after_send() { after_send_.schedule(); }
+
+private:
+    void process();
+
+    sdbus::IConnection& connection_;
+    core::FdWatch fd_;
+    core::Timer timeout_;
+    core::Defer after_send_;
+};
+
+class Daemon {
+public:
+    Daemon(core::EventLoop& loop, sdbus::IConnection& connection, std::filesystem::path config_path,
+           fs::XdgDirs xdg);
+    ~Daemon();
+
+    // Loads the configuration (throws config::ConfigError) and starts every account.
+    void start();
+    // Re-reads the configuration; the old one stays when the new one is invalid
+    // (throws config::ConfigError). Account objects come and go on the bus.
+    void reload();
+    void sync_all();
+    // SIGTERM: ask running jobs to stop at the next item, wait for them, quit.
+    void shutdown();
+
+private:
+    void apply(config::Config cfg);
+    void publish();
+    void notify_status();
+
+    core::EventLoop& loop_;
+    sdbus::IConnection& connection_;
+    BusPump pump_;
+    std::filesystem::path config_path_;
+    fs::XdgDirs xdg_;
+    config::Config cfg_;
+    std::unique_ptr<bus::ManagerObject> manager_;
+    std::vector<std::unique_ptr<AccountRuntime>> accounts_;
+    core::Defer deferred_reload_;
+    std::string last_status_;
+};
+
+}  // namespace davsyncd::app

@@ -1,0 +1,123 @@
+#include "bus/objects.hpp"
+
+namespace davsyncd::bus {
+namespace {
+
+using io::github::davsyncd::Account1_adaptor;
+using io::github::davsyncd::Collection1_adaptor;
+using io::github::davsyncd::Manager1_adaptor;
+
+
+// Adds `name` to `changed` when the member differs between old and new.
+template <typename T>
+void diff(std::vector<std::string>& changed, const char* name, const T& before, const T& after) {
+    if (!(before == after)) changed.emplace_back(name);
+}
+
+}  // namespace
+
+std::string path_element(const std::string& id) {
+    static const char hex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : id) {
+        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (plain) {
+            out += static_cast<char>(c);
+        } else {
+            out += '_';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out.empty() ? "_" : out;
+}
+
+std::string account_path(const std::string& account_id) {
+    return std::string(kRootPath) + "/account/" + path_element(account_id);
+}
+
+std::string collection_path(const std::string& account_id, const std::string& folder) {
+    return account_path(account_id) + "/collection/" + path_element(folder);
+}
+
+// --- Manager -------------------------------------------------------------------
+
+ManagerObject::ManagerObject(sdbus::IConnection& connection, ManagerValues values, Handlers handlers)
+    : AdaptorInterfaces(connection, kRootPath), v_(std::move(values)), handlers_(std::move(handlers)) {
+    registerAdaptor();
+}
+
+ManagerObject::~ManagerObject() { unregisterAdaptor(); }
+
+void ManagerObject::update(const ManagerValues& values) {
+    std::vector<std::string> changed;
+    diff(changed, "Version", v_.version, values.version);
+    diff(changed, "ConfigPath", v_.config_path, values.config_path);
+    diff(changed, "PushDistributor", v_.push_distributor, values.push_distributor);
+    diff(changed, "Accounts", v_.accounts, values.accounts);
+    v_ = values;
+    if (!changed.empty()) emitPropertiesChangedSignal(Manager1_adaptor::INTERFACE_NAME, changed);
+}
+
+// --- Account ---------------------------------------------------------------------
+
+AccountObject::AccountObject(sdbus::IConnection& connection, const std::string& path, AccountValues values,
+                             std::function<void()> on_sync)
+    : AdaptorInterfaces(connection, path), v_(std::move(values)), on_sync_(std::move(on_sync)) {
+    registerAdaptor();
+    emitInterfacesAddedSignal({Account1_adaptor::INTERFACE_NAME});
+}
+
+AccountObject::~AccountObject() {
+    emitInterfacesRemovedSignal({Account1_adaptor::INTERFACE_NAME});
+    unregisterAdaptor();
+}
+
+void AccountObject::update(const AccountValues& values) {
+    std::vector<std::string> changed;
+    diff(changed, "Id", v_.id, values.id);
+    diff(changed, "Url", v_.url, values.url);
+    diff(changed, "State", v_.state, values.state);
+    diff(changed, "LastSync", v_.last_sync, values.last_sync);
+    diff(changed, "LastSuccess", v_.last_success, values.last_success);
+    diff(changed, "LastResult", v_.last_result, values.last_result);
+    diff(changed, "LastError", v_.last_error, values.last_error);
+    diff(changed, "NextSync", v_.next_sync, values.next_sync);
+    diff(changed, "PushState", v_.push_state, values.push_state);
+    diff(changed, "Collections", v_.collections, values.collections);
+    v_ = values;
+    if (!changed.empty()) emitPropertiesChangedSignal(Account1_adaptor::INTERFACE_NAME, changed);
+}
+
+// --- Collection ----------------------------------------------------------------------
+
+CollectionObject::CollectionObject(sdbus::IConnection& connection, const std::string& path, CollectionValues values,
+                                   std::function<void()> on_sync)
+    : AdaptorInterfaces(connection, path), v_(std::move(values)), on_sync_(std::move(on_sync)) {
+    registerAdaptor();
+    emitInterfacesAddedSignal({Collection1_adaptor::INTERFACE_NAME});
+}
+
+CollectionObject::~CollectionObject() {
+    emitInterfacesRemovedSignal({Collection1_adaptor::INTERFACE_NAME});
+    unregisterAdaptor();
+}
+
+void CollectionObject::update(const CollectionValues& values) {
+    std::vector<std::string> changed;
+    diff(changed, "Id", v_.id, values.id);
+    diff(changed, "Url", v_.url, values.url);
+    diff(changed, "DisplayName", v_.display_name, values.display_name);
+    diff(changed, "Kind", v_.kind, values.kind);
+    diff(changed, "Color", v_.color, values.color);
+    diff(changed, "LocalPath", v_.local_path, values.local_path);
+    diff(changed, "ItemCount", v_.item_count, values.item_count);
+    diff(changed, "LastSync", v_.last_sync, values.last_sync);
+    diff(changed, "PushSubscription", v_.push_subscription, values.push_subscription);
+    diff(changed, "PushExpires", v_.push_expires, values.push_expires);
+    diff(changed, "PendingPushes", v_.pending_pushes, values.pending_pushes);
+    v_ = values;
+    if (!changed.empty()) emitPropertiesChangedSignal(Collection1_adaptor::INTERFACE_NAME, changed);
+}
+
+}  // namespace davsyncd::bus
