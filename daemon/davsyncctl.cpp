@@ -1,0 +1,229 @@
+// davsyncctl: look at and steer a running davsyncd over D-Bus.
+// Entry point only: argument parsing and printing; bus/client does the talking.
+
+#include <condition_variable>
+#include <csignal>
+#include <ctime>
+#include <iomanip>
+#include <iostream>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "bus/client.hpp"
+#include "bus/objects.hpp"
+#include "davsyncd_version.h"
+
+namespace {
+
+using davsyncd::bus::Client;
+using davsyncd::bus::Snapshot;
+using nlohmann::json;
+
+constexpr const char* kUsage = R"(Usage: davsyncctl [--json] COMMAND
+
+Commands:
+  status                         accounts and collections: state, last and next sync, push, errors
+  sync [ACCOUNT [COLLECTION]]    sync now and wait for the result (--no-wait: return at once)
+  watch                          print the daemon's events as they happen (Ctrl-C to stop)
+  reload                         re-read the configuration file
+
+Options:
+  --json        machine-readable output (one JSON document; for watch, one per line)
+  --no-wait     with sync: do not wait for the sync to finish
+  --timeout S   with sync: give up waiting after S seconds (default 600)
+)";
+
+std::string when(const json& usec) {
+    uint64_t us = usec.is_number() ? usec.get<uint64_t>() : 0;
+    if (us == 0) return "-";
+    std::time_t t = static_cast<std::time_t>(us / 1000000);
+    std::tm tm{};
+    localtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    return buf;
+}
+
+std::string str(const json& j, const char* key) { return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : ""; }
+
+int status(Client& client, bool as_json) {
+    Snapshot s = client.snapshot();
+    if (as_json) {
+        json out = {{"manager", s.manager}, {"accounts", json::array()}};
+        for (const auto& [path, a] : s.accounts) {
+            json acc = a;
+            acc["path"] = path;
+            acc["collections"] = json::array();
+            for (const auto& cpath : a.value("Collections", std::vector<std::string>{}))
+                if (auto it = s.collections.find(cpath); it != s.collections.end()) {
+                    json c = it->second;
+                    c["path"] = cpath;
+                    acc["collections"].push_back(c);
+                }
+            out["accounts"].push_back(acc);
+        }
+        std::cout << out.dump(2) << "\n";
+        return 0;
+    }
+    std::cout << "davsyncd " << str(s.manager, "Version") << ", config " << str(s.manager, "ConfigPath")
+              << ", push distributor: " << (str(s.manager, "PushDistributor").empty() ? "none" : str(s.manager, "PushDistributor"))
+              << "\n\n";
+    std::cout << std::left << std::setw(16) << "ACCOUNT" << std::setw(13) << "STATE" << std::setw(21) << "LAST SYNC"
+              << std::setw(21) << "NEXT SYNC" << std::setw(13) << "PUSH" << "RESULT\n";
+    for (const auto& [path, a] : s.accounts) {
+        std::string result = str(a, "LastResult");
+        if (!str(a, "LastError").empty()) result += ": " + str(a, "LastError");
+        std::cout << std::setw(16) << str(a, "Id") << std::setw(13) << str(a, "State") << std::setw(21)
+                  << when(a.value("LastSync", json())) << std::setw(21) << when(a.value("NextSync", json()))
+                  << std::setw(13) << str(a, "PushState") << (result.empty() ? "-" : result) << "\n";
+        for (const auto& cpath : a.value("Collections", std::vector<std::string>{})) {
+            auto it = s.collections.find(cpath);
+            if (it == s.collections.end()) continue;
+            const auto& c = it->second;
+            std::string name = str(c, "DisplayName").empty() ? str(c, "Id") : str(c, "DisplayName");
+            std::cout << "  " << std::setw(22) << name << std::setw(12) << str(c, "Kind") << std::setw(7)
+                      << c.value("ItemCount", 0u) << std::setw(21) << when(c.value("LastSync", json()))
+                      << str(c, "LocalPath") << "\n";
+        }
+    }
+    return 0;
+}
+
+// Finds the account (and collection) to sync; empty path when unknown.
+struct Target {
+    std::string path;
+    const char* interface;
+    std::string account_path;
+};
+
+std::optional<Target> find_target(const Snapshot& s, const std::string& account, const std::string& collection) {
+    for (const auto& [path, a] : s.accounts) {
+        if (str(a, "Id") != account) continue;
+        if (collection.empty()) return Target{path, "io.github.davsyncd.Account1", path};
+        for (const auto& cpath : a.value("Collections", std::vector<std::string>{})) {
+            auto it = s.collections.find(cpath);
+            if (it == s.collections.end()) continue;
+            bool match = str(it->second, "Id") == collection || str(it->second, "DisplayName") == collection ||
+                         cpath.substr(cpath.rfind('/') + 1) == davsyncd::bus::path_element(collection);
+            if (match) return Target{cpath, "io.github.davsyncd.Collection1", path};
+        }
+        std::cerr << "davsyncctl: account '" << account << "' has no collection '" << collection << "'\n";
+        return std::nullopt;
+    }
+    std::cerr << "davsyncctl: no account '" << account << "'\n";
+    return std::nullopt;
+}
+
+int sync(Client& client, const std::string& account, const std::string& collection, bool wait, int timeout,
+         bool as_json) {
+    Snapshot s = client.snapshot();
+    std::set<std::string> waiting;  // account paths whose user sync has not finished
+    std::optional<Target> target;
+    if (account.empty()) {
+        for (const auto& [path, a] : s.accounts) waiting.insert(path);
+    } else {
+        target = find_target(s, account, collection);
+        if (!target) return 1;
+        waiting.insert(target->account_path);
+    }
+
+    std::mutex mu;
+    std::condition_variable cv;
+    std::map<std::string, uint64_t> started;  // account path -> id of our sync
+    bool all_ok = true;
+    if (wait) {
+        client.watch([&](const std::string& path, const std::string&, const std::string& member, const json& args) {
+            std::lock_guard lock(mu);
+            if (!waiting.contains(path)) return;
+            if (member == "SyncStarted" && !started.contains(path)) {
+                auto reasons = args.value("reasons", std::vector<std::string>{});
+                if (std::find(reasons.begin(), reasons.end(), "user") != reasons.end()) started[path] = args["id"];
+            } else if (member == "SyncFinished" && started.contains(path) && args["id"] == started[path]) {
+                if (as_json) std::cout << json{{"account", path}, {"result", args["result"]}, {"summary", args["summary"]}}.dump() << std::endl;
+                else std::cout << args["summary"].get<std::string>() << std::endl;
+                all_ok &= args["result"] == "ok";
+                waiting.erase(path);
+                cv.notify_all();
+            }
+        });
+    }
+    if (target) client.sync(target->path, target->interface);
+    else client.sync_all();
+    if (!wait) return 0;
+
+    std::unique_lock lock(mu);
+    if (!cv.wait_for(lock, std::chrono::seconds(timeout), [&] { return waiting.empty(); })) {
+        std::cerr << "davsyncctl: gave up waiting after " << timeout << " s; the sync goes on in the daemon\n";
+        return 3;
+    }
+    return all_ok ? 0 : 1;
+}
+
+int watch(Client& client, bool as_json) {
+    client.watch([as_json](const std::string& path, const std::string& iface, const std::string& member, const json& args) {
+        if (as_json) {
+            std::cout << json{{"path", path}, {"interface", iface}, {"signal", member}, {"args", args}}.dump() << std::endl;
+        } else {
+            std::cout << when(json(static_cast<uint64_t>(std::time(nullptr)) * 1000000)) << "  " << path << "  "
+                      << member << "  " << args.dump() << std::endl;
+        }
+    });
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    int sig = 0;
+    sigwait(&set, &sig);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    bool as_json = false, wait = true;
+    int timeout = 600;
+    std::vector<std::string> args;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--json") as_json = true;
+        else if (a == "--no-wait") wait = false;
+        else if (a == "--timeout" && i + 1 < argc) timeout = std::atoi(argv[++i]);
+        else if (a == "--help" || a == "-h") { std::cout << kUsage; return 0; }
+        else if (a == "--version") { std::cout << "davsyncctl " << DAVSYNCD_VERSION << "\n"; return 0; }
+        else if (a.starts_with("--")) { std::cerr << "davsyncctl: unknown option '" << a << "'\n" << kUsage; return 2; }
+        else args.push_back(a);
+    }
+    if (args.empty()) args.push_back("status");
+    // For `watch`, signals must be blocked before the bus thread starts.
+    if (args[0] == "watch") {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    }
+    try {
+        Client client;
+        const std::string& cmd = args[0];
+        if (cmd == "status" && args.size() == 1) return status(client, as_json);
+        if (cmd == "sync" && args.size() <= 3)
+            return sync(client, args.size() > 1 ? args[1] : "", args.size() > 2 ? args[2] : "", wait, timeout, as_json);
+        if (cmd == "watch" && args.size() == 1) return watch(client, as_json);
+        if (cmd == "reload" && args.size() == 1) {
+            client.reload();
+            std::cout << "configuration reloaded\n";
+            return 0;
+        }
+        std::cerr << "davsyncctl: unknown command\n" << kUsage;
+        return 2;
+    } catch (const davsyncd::bus::NotRunning& e) {
+        std::cerr << "davsyncctl: " << e.what() << "\n";
+        return 4;
+    } catch (const sdbus::Error& e) {
+        std::cerr << "davsyncctl: " << e.getMessage() << " (" << e.getName() << ")\n";
+        return 1;
+    }
+}
