@@ -337,7 +337,11 @@ void CollectionSync::resolve_conflict(const std::string& key, const std::string&
 
 void CollectionSync::keep_loser(const std::string& file, const std::string& side, const std::string& content) {
     fs::make_dirs(opts_.conflicts_dir, 0700);
-    auto path = opts_.conflicts_dir / cat(utc_stamp(), "-", side, "-", file);
+    // Two conflicts on one file within a second must not share a name: the
+    // rename would replace the earlier losing version.
+    auto stamp = utc_stamp();
+    auto path = opts_.conflicts_dir / cat(stamp, "-", side, "-", file);
+    for (int n = 2; std::filesystem::exists(path); ++n) path = opts_.conflicts_dir / cat(stamp, "-", n, "-", side, "-", file);
     fs::write_atomic(path, content, 0600);
     log::warning(opts_.label, ": conflict on ", file, ": both sides changed it; the ", side,
                  " version was set aside in ", path.string());
@@ -357,20 +361,17 @@ void CollectionSync::pull_incremental() {
         dav::ChangePage page;
         try {
             page = remote_.changes_since(state_.token);
+        } catch (const dav::RemoteError& e) {
+            // Xandikos before 0.2.10 answers a token it no longer knows with a
+            // bare 500. Recover the same way; a server that is really broken
+            // fails the listing too.
+            if (e.status != 500 || state_.token.empty()) throw;
+            log::warning(opts_.label, ": ", e.what(), " on our sync token; treating the token as invalid");
+            recover_with_listing();
+            return;
         } catch (const dav::InvalidSyncToken& e) {
             log::warning(opts_.label, ": ", e.what(), "; listing everything to recover");
-            std::vector<dav::MemberEtag> members;
-            SyncToken token;
-            for (;;) {
-                auto all = remote_.changes_since(token);
-                members.insert(members.end(), all.changed.begin(), all.changed.end());
-                token = all.token;
-                if (!all.truncated) break;
-            }
-            reconcile_listing(members);
-            if (report_.refused_mass_deletion) return;
-            state_.token = token;
-            save_state();
+            recover_with_listing();
             return;
         }
         std::vector<Href> fetch;
@@ -390,6 +391,24 @@ void CollectionSync::pull_incremental() {
         if (!page.truncated) return;
         log::debug(opts_.label, ": result truncated by the server; asking for the rest");
     }
+}
+
+// The server no longer knows our token: list every member with its etag
+// (sync-collection from scratch) and reconcile with what we hold. Local
+// edits were uploaded before, so nothing of ours is lost.
+void CollectionSync::recover_with_listing() {
+    std::vector<dav::MemberEtag> members;
+    SyncToken token;
+    for (;;) {
+        auto page = remote_.changes_since(token);
+        members.insert(members.end(), page.changed.begin(), page.changed.end());
+        token = page.token;
+        if (!page.truncated) break;
+    }
+    reconcile_listing(members);
+    if (report_.refused_mass_deletion) return;
+    state_.token = token;
+    save_state();
 }
 
 // First sync: the cheapest complete listing. The token is read first, so

@@ -98,6 +98,7 @@ private:
     void pull();
     void pull_incremental();
     void pull_full_listing();
+    void recover_with_listing();
     void pull_by_ctag();
     void reconcile_listing(const std::vector<dav::MemberEtag>& members);
     void download(const std::vector<Href>& hrefs);

@@ -74,7 +74,7 @@ bool uid_is_safe(const std::string& uid) {
     if (uid.empty() || uid.size() > kMaxUidNameBytes || uid.front() == '.') return false;
     for (char c : uid) {
         bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
-                  c == '.' || c == '+' || c == '-';
+                  c == '.' || c == '+' || c == '-' || c == '@';
         if (!ok) return false;
     }
     return true;

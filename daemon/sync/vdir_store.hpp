@@ -46,7 +46,7 @@ public:
     void remove(const std::string& name);
 
     // A fresh file name for an item: "<uid><ext>" when the UID consists only
-    // of [A-Za-z0-9_.+-] (not starting with '.', at most 200 bytes) and no file
+    // of [A-Za-z0-9_.+@-] (vdirsyncer's safe set; not starting with '.', at most 200 bytes) and no file
     // of that name exists, else "<random uuid><ext>".
     std::string new_name(const std::optional<std::string>& uid) const;
 

@@ -186,7 +186,8 @@ TEST_CASE("new_name uses a safe UID, else a random UUID, never escaping") {
     CHECK(is_uuid_name(store.new_name(std::string("..")), ".ics"));
     CHECK(is_uuid_name(store.new_name(std::string("has space")), ".ics"));
     CHECK(is_uuid_name(store.new_name(std::string("urn:uuid:1")), ".ics"));
-    CHECK(is_uuid_name(store.new_name(std::string("x@example.com")), ".ics"));
+    // vdirsyncer's safe set includes '@': most real UIDs contain one.
+    CHECK(store.new_name(std::string("x@example.com")) == "x@example.com.ics");
     CHECK(is_uuid_name(store.new_name(std::string("caf\xc3\xa9")), ".ics"));
     CHECK(store.new_name(std::string(200, 'u')) == std::string(200, 'u') + ".ics");
     CHECK(is_uuid_name(store.new_name(std::string(201, 'u')), ".ics"));

@@ -1,0 +1,124 @@
+#include <doctest/doctest.h>
+
+#include "push/push_xml.hpp"
+
+using namespace davsyncd;
+using namespace davsyncd::push;
+
+namespace {
+dav::Response response(long status, dav::Headers headers, std::string body = "") {
+    dav::Response r;
+    r.status = status;
+    for (auto& [k, v] : headers) {
+        std::string lk;
+        for (char c : k) lk += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        r.headers.emplace_back(lk, v);
+    }
+    r.body = std::move(body);
+    return r;
+}
+}  // namespace
+
+TEST_SUITE("push") {
+
+TEST_CASE("push-register body carries the subscription, one trigger and the expiry") {
+    RegisterRequest r{"https://up.example/push/abc?x=1&y=2", "BPUBKEY", "SECRET",
+                      std::chrono::system_clock::from_time_t(1703066611)};
+    auto body = register_body(r);
+    CHECK(body.find("<P:push-register xmlns:P=\"https://bitfire.at/webdav-push\"") != std::string::npos);
+    CHECK(body.find("<P:push-resource>https://up.example/push/abc?x=1&amp;y=2</P:push-resource>") != std::string::npos);
+    CHECK(body.find("<P:content-encoding>aes128gcm</P:content-encoding>") != std::string::npos);
+    CHECK(body.find("<P:subscription-public-key type=\"p256dh\">BPUBKEY</P:subscription-public-key>") != std::string::npos);
+    CHECK(body.find("<P:auth-secret>SECRET</P:auth-secret>") != std::string::npos);
+    CHECK(body.find("<P:content-update><D:depth>1</D:depth></P:content-update>") != std::string::npos);
+    CHECK(body.find("<P:expires>Wed, 20 Dec 2023 10:03:31 GMT</P:expires>") != std::string::npos);
+    CHECK(body.find("getetag") == std::string::npos);
+    CHECK(body.find("sync-token") == std::string::npos);
+}
+
+TEST_CASE("HTTP dates: IMF-fixdate and Nextcloud's +0000") {
+    auto t = std::chrono::system_clock::from_time_t(1703066611);
+    CHECK(http_date(t) == "Wed, 20 Dec 2023 10:03:31 GMT");
+    CHECK(parse_http_date("Wed, 20 Dec 2023 10:03:31 GMT") == t);
+    CHECK(parse_http_date("Wed, 20 Dec 2023 10:03:31 +0000") == t);
+    CHECK_FALSE(parse_http_date("Wed, 20 Dec 2023 10:03:31 +0200"));
+    CHECK_FALSE(parse_http_date("yesterday"));
+    CHECK_FALSE(parse_http_date("Wed, 40 Dec 2023 10:03:31 GMT"));
+}
+
+TEST_CASE("registration accepted with 201, 204 and Xandikos' 200") {
+    RegisterRefused why;
+    for (long status : {200L, 201L, 204L}) {
+        auto reg = parse_register_response(
+            response(status, {{"Location", "https://dav.example/subs/io6Efei4ooph"}, {"Expires", "Wed, 20 Dec 2023 10:03:31 GMT"}}),
+            "https://dav.example/cal/", why);
+        REQUIRE(reg);
+        CHECK(reg->url.str() == "https://dav.example/subs/io6Efei4ooph");
+        CHECK(reg->expires == std::chrono::system_clock::from_time_t(1703066611));
+    }
+    auto rel = parse_register_response(response(201, {{"Location", "/subs/1"}}), "https://dav.example/cal/", why);
+    REQUIRE(rel);
+    CHECK(rel->url.str() == "https://dav.example/subs/1");
+    CHECK_FALSE(rel->expires);
+    CHECK_FALSE(parse_register_response(response(201, {}), "https://dav.example/cal/", why));
+    CHECK(why.reason.find("Location") != std::string::npos);
+}
+
+TEST_CASE("registration refusals: both precondition spellings, 400, 429 with Retry-After") {
+    RegisterRefused why;
+    auto err = [](const char* cond) {
+        return std::string(R"(<?xml version="1.0"?><D:error xmlns:D="DAV:" xmlns:P="https://bitfire.at/webdav-push"><P:)") + cond + "/></D:error>";
+    };
+    CHECK_FALSE(parse_register_response(response(403, {}, err("no-trigger-supported")), "https://d/c/", why));
+    CHECK(why.reason == "no-trigger-supported");
+    CHECK(why.permanent);
+    CHECK_FALSE(parse_register_response(response(403, {}, err("no-supported-trigger")), "https://d/c/", why));
+    CHECK(why.reason == "no-supported-trigger");
+    CHECK_FALSE(parse_register_response(response(403, {}, err("invalid-subscription")), "https://d/c/", why));
+    CHECK_FALSE(why.permanent);
+    CHECK_FALSE(parse_register_response(response(400, {}, "<s:exception>nextcloud</s:exception>"), "https://d/c/", why));
+    CHECK(why.status == 400);
+    CHECK(why.permanent);
+    CHECK_FALSE(parse_register_response(response(429, {{"Retry-After", "120"}}), "https://d/c/", why));
+    REQUIRE(why.retry_after);
+    CHECK(why.retry_after->count() == 120);
+    CHECK_FALSE(why.permanent);
+}
+
+TEST_CASE("push-message in the current and the legacy namespace") {
+    auto m = parse_push_message(R"(<P:push-message xmlns:P="https://bitfire.at/webdav-push" xmlns:D="DAV:">)"
+                                R"(<P:topic>O7M1nQ7cKkKTKsoS_j6Z3w</P:topic><P:content-update>)"
+                                R"(<D:sync-token>http://example.com/sync/10</D:sync-token></P:content-update></P:push-message>)");
+    REQUIRE(m.topic);
+    CHECK(m.topic->str() == "O7M1nQ7cKkKTKsoS_j6Z3w");
+    CHECK(m.content_update);
+    CHECK(m.sync_token.str() == "http://example.com/sync/10");
+    CHECK_FALSE(m.property_update);
+
+    auto legacy = parse_push_message(R"(<push-message xmlns="DAV:Push"><topic>t1</topic>)"
+                                     R"(<content-update><sync-token xmlns="DAV:">42</sync-token></content-update></push-message>)");
+    REQUIRE(legacy.topic);
+    CHECK(legacy.topic->str() == "t1");
+    CHECK(legacy.sync_token.str() == "42");
+}
+
+TEST_CASE("a message without topic announcing transports is a VAPID key rotation") {
+    auto m = parse_push_message(R"(<P:push-message xmlns:P="https://bitfire.at/webdav-push" xmlns:D="DAV:">)"
+                                R"(<P:property-update><D:prop><P:transports/></D:prop></P:property-update></P:push-message>)");
+    CHECK_FALSE(m.topic);
+    CHECK(m.property_update);
+    CHECK(m.transports_changed);
+}
+
+TEST_CASE("garbage and foreign roots are errors naming the problem") {
+    CHECK_THROWS(parse_push_message("not xml"));
+    CHECK_THROWS_WITH(parse_push_message(R"(<D:multistatus xmlns:D="DAV:"/>)"), doctest::Contains("not a push-message"));
+}
+
+TEST_CASE("Push-Dont-Notify quotes the registration URL byte for byte") {
+    CHECK(dont_notify_value(RegistrationUrl("https://example.com/webdav/subscriptions/io6Efei4ooph")) ==
+          "\"https://example.com/webdav/subscriptions/io6Efei4ooph\"");
+    CHECK(dont_notify_value(RegistrationUrl("https://e/x\"y\\z")) == "\"https://e/x\\\"y\\\\z\"");
+}
+
+}  // TEST_SUITE
