@@ -10,6 +10,16 @@
 
 namespace davsyncd::app {
 
+// What a job needs, copied from the main loop's state when it starts.
+struct AccountRuntime::JobInput {
+    account::SyncRequest request;
+    config::Account account;
+    std::filesystem::path state_dir;
+    bool rediscover = false;
+    push::MaintainInput push;
+    push::Subscriptions subscriptions;
+};
+
 struct AccountRuntime::JobResult {
     uint64_t id = 0;
     account::SyncOutcome outcome;
@@ -18,6 +28,8 @@ struct AccountRuntime::JobResult {
     std::unique_ptr<dav::HttpClient> new_http;  // made by the job when none was lent
     std::optional<std::vector<sync::PlannedCollection>> plans;
     std::map<std::string, sync::SyncReport> reports;  // by folder
+    push::Subscriptions subscriptions;
+    push::MaintainResult maintenance;
 };
 
 uint64_t unix_usec_now() {
@@ -74,7 +86,8 @@ account::Settings settings_for(const config::Account& a) {
 }  // namespace
 
 AccountRuntime::AccountRuntime(core::EventLoop& loop, sdbus::IConnection& bus, const config::Config& cfg,
-                               config::Account account, std::function<void()> on_state_changed)
+                               config::Account account, push::Connector* connector,
+                               std::function<void()> on_state_changed)
     : loop_(loop),
       bus_(bus),
       account_(std::move(account)),
@@ -84,7 +97,22 @@ AccountRuntime::AccountRuntime(core::EventLoop& loop, sdbus::IConnection& bus, c
       timer_(loop, [this] { pump(); }),
       folders_(loop, [this](const std::string& folder, const std::string& name, uint32_t mask) {
           on_folder_event(folder, name, mask);
-      }) {
+      }),
+      connector_(connector),
+      push_file_(state_dir_ / "push.json"),
+      keys_file_(state_dir_ / "push-keys.json") {
+    // Push keys and token: made once, kept across restarts (0600).
+    try {
+        keys_ = std::filesystem::exists(keys_file_) ? push::KeyPair::load(keys_file_) : push::KeyPair::generate();
+        keys_->save(keys_file_);
+    } catch (const std::exception& e) {
+        log::warning("account '", account_.id, "': push keys unusable (", e.what(), "); making new ones");
+        keys_ = push::KeyPair::generate();
+        keys_->save(keys_file_);
+    }
+    push_ = push::AccountPushState::load(push_file_);
+    push_.save(push_file_);
+
     bus::AccountValues v;
     v.id = account_.id;
     v.url = url::redact(account_.url);
@@ -92,8 +120,10 @@ AccountRuntime::AccountRuntime(core::EventLoop& loop, sdbus::IConnection& bus, c
     object_ = std::make_unique<bus::AccountObject>(bus_, object_path(), v, [this] { request_sync(); });
 
     // Collections known from an earlier run appear at once (no network here).
-    if (auto known = sync::load_discovery(state_dir_))
+    if (auto known = sync::load_discovery(state_dir_)) {
         adopt_plans(sync::plan_collections(account_, state_dir_, *known));
+        register_for_push();
+    }
 
     scheduler_.start(loop_.now());
     pump();
@@ -133,19 +163,30 @@ void AccountRuntime::start_job(const account::SyncRequest& request) {
     cancel_ = false;
     log::debug("account '", account_.id, "': sync ", request.id, " starts (", account::reasons_to_string(request.reasons), ")");
     object_->sync_started(request.id, split_reasons(request.reasons));
+    JobInput in{request, account_, state_dir_, rediscover_, {}, push_.subscriptions};
+    rediscover_ = false;
+    in.push.endpoint = push_.endpoint;
+    in.push.public_key = push::base64url_encode(keys_->public_key());
+    in.push.auth_secret = push::base64url_encode(keys_->auth_secret());
+    in.push.now = std::chrono::system_clock::now();
+    for (const auto& plan : plans_)
+        if (!request.collections.empty() && request.collections.contains(plan.folder)) pending_pushes_[plan.folder] = 0;
+    if (request.collections.empty()) pending_pushes_.clear();
     std::weak_ptr<bool> alive = alive_;
-    job_ = std::thread([this, request, account = account_, dir = state_dir_, http = http_.get(), alive] {
-        auto result = std::make_shared<JobResult>(run_job(request, account, dir, http, &cancel_));
+    job_ = std::thread([this, in = std::move(in), http = http_.get(), alive]() mutable {
+        auto result = std::make_shared<JobResult>(run_job(std::move(in), http, &cancel_));
         loop_.post([this, alive, result] {
             if (auto a = alive.lock(); a && *a) finish_job(std::move(*result));
         });
     });
 }
 
-AccountRuntime::JobResult AccountRuntime::run_job(account::SyncRequest request, config::Account account,
-                                                  std::filesystem::path state_dir, dav::HttpClient* http,
-                                                  const std::atomic<bool>* cancel) {
+AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* http, const std::atomic<bool>* cancel) {
+    const auto& request = in.request;
+    const auto& account = in.account;
+    const auto& state_dir = in.state_dir;
     JobResult r;
+    r.subscriptions = in.subscriptions;
     r.id = request.id;
     bool failed = false;
     try {
@@ -153,8 +194,20 @@ AccountRuntime::JobResult AccountRuntime::run_job(account::SyncRequest request, 
             r.new_http = make_client_ptr(account);  // runs password_command: never on the main loop
             http = r.new_http.get();
         }
-        auto collections = sync::cached_or_discovered(*http, account, state_dir, kDiscoveryMaxAge);
+        std::vector<dav::CollectionInfo> collections;
+        if (in.rediscover) {
+            // A push said collection properties or the server's push keys changed.
+            auto result = dav::discover(*http, account.url);
+            sync::store_discovery(result, account, state_dir);
+            collections = result.collections;
+        } else {
+            collections = sync::cached_or_discovered(*http, account, state_dir, kDiscoveryMaxAge);
+        }
         auto plans = sync::plan_collections(account, state_dir, collections);
+        // Subscriptions first, so that our own writes below already carry
+        // Push-Dont-Notify and changes by others during the sync are pushed.
+        r.maintenance = push::maintain(*http, plans, in.push, r.subscriptions);
+        http->set_write_decorator(push::dont_notify_decorator(r.subscriptions));
         // Only a folder event asked: a scan that finds nothing costs no request.
         bool local_only = request.reasons == account::Reason::local_change;
         for (const auto& plan : plans) {
@@ -218,6 +271,22 @@ void AccountRuntime::finish_job(JobResult r) {
         last_error_ = r.error;
     }
     if (r.plans) adopt_plans(std::move(*r.plans));
+    if (r.subscriptions != push_.subscriptions || r.maintenance.registered || r.maintenance.renewed) {
+        push_.subscriptions = r.subscriptions;
+        push_.save(push_file_);
+    }
+    for (const auto& [folder, token] : r.outcome.tokens) tokens_[folder] = token;
+    register_for_push();
+    if (!push_.endpoint.empty()) {
+        bool all = true, any = false;
+        for (const auto& plan : plans_)
+            if (plan.info.push.usable()) {
+                any = true;
+                all &= push_.subscriptions.contains(plan.info.url);
+            }
+        if (!r.maintenance.errors.empty()) set_push_state("failed");
+        else if (any && all) set_push_state("active");
+    }
     for (auto& [folder, report] : r.reports) {
         auto it = collections_.find(folder);
         if (it == collections_.end()) continue;
@@ -275,6 +344,97 @@ void AccountRuntime::adopt_plans(std::vector<sync::PlannedCollection> plans) {
     plans_ = std::move(plans);
 }
 
+// --- push -------------------------------------------------------------------------
+
+// Registers our token with the distributor once there is something to
+// subscribe, and again when the server's VAPID key changed (the endpoint
+// must be bound to it).
+void AccountRuntime::register_for_push() {
+    if (!connector_) return;
+    std::string vapid;
+    bool capable = false;
+    for (const auto& plan : plans_) {
+        if (!plan.info.push.usable()) continue;
+        capable = true;
+        if (vapid.empty()) vapid = plan.info.push.vapid_public_key;
+    }
+    if (!capable) return;
+    if (registered_ && vapid == registered_vapid_) return;
+    if (registered_) log::info("account '", account_.id, "': the server's push key changed; registering again");
+    registered_ = true;
+    registered_vapid_ = vapid;
+    connector_->add(push_.token, cat("davsyncd: ", account_.id), vapid);
+    if (push_.endpoint.empty() || push_state_ == "poll-only") set_push_state("registering");
+}
+
+void AccountRuntime::push_distributor_changed() {
+    registered_ = false;
+    register_for_push();
+}
+
+void AccountRuntime::set_push_state(std::string state) {
+    if (state == push_state_) return;
+    log::info("account '", account_.id, "': push ", state);
+    push_state_ = std::move(state);
+    // The spec wants polling to go on; while push works it is a safety net.
+    auto interval = std::chrono::duration_cast<account::Duration>(account_.sync_interval);
+    if (push_state_ == "active") interval = std::max<account::Duration>(interval * 4, std::chrono::hours(1));
+    scheduler_.set_interval(loop_.now(), interval);
+    pump();
+}
+
+void AccountRuntime::push_endpoint(const std::string& endpoint) {
+    if (endpoint == push_.endpoint && push_state_ == "active") return;
+    log::info("account '", account_.id, "': push endpoint ", url::redact(endpoint));
+    push_.endpoint = endpoint;
+    push_.save(push_file_);
+    // The next sync (re-)registers every subscription with it.
+    scheduler_.trigger(loop_.now(), account::Reason::config);
+    pump();
+}
+
+void AccountRuntime::push_lost(const std::string& why) {
+    log::warning("account '", account_.id, "': push lost: ", why, "; polling");
+    registered_ = false;
+    set_push_state(connector_ && !connector_->distributor().empty() ? "failed" : "poll-only");
+}
+
+// A message from the server, through the distributor: decrypt, parse, and
+// turn it into a push trigger carrying the collection's new sync-token.
+void AccountRuntime::push_message(const std::vector<uint8_t>& body) {
+    ++pushes_received_;
+    push::PushMessage msg;
+    try {
+        auto plain = keys_->decrypt(body);
+        msg = push::parse_push_message(std::string(plain.begin(), plain.end()));
+    } catch (const std::exception& e) {
+        ++pushes_rejected_;
+        log::warning("account '", account_.id, "': push message dropped (", e.what(), "); ", pushes_rejected_,
+                     " dropped so far");
+        return;
+    }
+    if (!msg.topic) {
+        if (msg.transports_changed) {
+            // The server rotated its VAPID key: fetch it, then a new endpoint.
+            log::info("account '", account_.id, "': the server announced new push transports");
+            rediscover_ = true;
+            scheduler_.trigger(loop_.now(), account::Reason::push);
+            pump();
+        }
+        return;
+    }
+    for (const auto& plan : plans_) {
+        if (plan.info.push.topic != *msg.topic) continue;
+        if (msg.property_update) rediscover_ = true;
+        auto stored = tokens_[plan.folder];
+        if (scheduler_.push(loop_.now(), plan.folder, msg.sync_token, stored)) ++pending_pushes_[plan.folder];
+        else log::debug(plan.label, ": push for token we already hold; nothing to do");
+        pump();
+        return;
+    }
+    log::debug("account '", account_.id, "': push for an unknown topic ", msg.topic->str());
+}
+
 bus::CollectionValues AccountRuntime::collection_values(const sync::PlannedCollection& plan) const {
     bus::CollectionValues v;
     v.id = plan.info.id;
@@ -287,6 +447,13 @@ bus::CollectionValues AccountRuntime::collection_values(const sync::PlannedColle
         v.item_count = it->second.items;
         v.last_sync = it->second.last_sync;
     }
+    if (auto it = push_.subscriptions.find(plan.info.url); it != push_.subscriptions.end()) {
+        v.push_subscription = it->second.url.str();
+        if (it->second.expires)
+            v.push_expires = static_cast<uint64_t>(
+                std::chrono::duration_cast<std::chrono::microseconds>(it->second.expires->time_since_epoch()).count());
+    }
+    if (auto it = pending_pushes_.find(plan.folder); it != pending_pushes_.end()) v.pending_pushes = it->second;
     return v;
 }
 
@@ -301,6 +468,7 @@ void AccountRuntime::publish() {
     v.last_result = last_result_;
     v.last_error = last_error_;
     if (auto next = scheduler_.next_sync()) v.next_sync = to_unix_usec(*next, now);
+    v.push_state = push_state_;
     for (const auto& plan : plans_) {
         v.collections.emplace_back(bus::collection_path(account_.id, plan.folder));
         if (auto& obj = collections_[plan.folder].object) obj->update(collection_values(plan));

@@ -24,6 +24,9 @@
 #include "config/config.hpp"
 #include "core/event_loop.hpp"
 #include "dav/http_client.hpp"
+#include "push/connector.hpp"
+#include "push/subscriptions.hpp"
+#include "push/webpush_crypto.hpp"
 #include "sync/account_sync.hpp"
 
 namespace davsyncd::app {
@@ -31,8 +34,9 @@ namespace davsyncd::app {
 class AccountRuntime {
 public:
     // `on_state_changed` lets the daemon refresh its STATUS= line.
+    // `connector` may be null (no push at all).
     AccountRuntime(core::EventLoop& loop, sdbus::IConnection& bus, const config::Config& cfg, config::Account account,
-                   std::function<void()> on_state_changed);
+                   push::Connector* connector, std::function<void()> on_state_changed);
     // Stops a running job (it saves what it finished) and waits for it.
     ~AccountRuntime();
     AccountRuntime(const AccountRuntime&) = delete;
@@ -48,6 +52,14 @@ public:
     void cancel();
     bool job_running() const { return job_.joinable(); }
 
+    // --- push (from the Connector, main loop) ---
+    const std::string& push_token() const { return push_.token; }
+    void push_endpoint(const std::string& endpoint);
+    void push_message(const std::vector<uint8_t>& body);
+    void push_lost(const std::string& why);
+    // A distributor appeared: register with it if we have something to subscribe.
+    void push_distributor_changed();
+
 private:
     struct JobResult;
     void pump();
@@ -59,8 +71,10 @@ private:
     bus::CollectionValues collection_values(const sync::PlannedCollection& plan) const;
 
     // Runs on the worker thread.
-    static JobResult run_job(account::SyncRequest request, config::Account account, std::filesystem::path state_dir,
-                             dav::HttpClient* http, const std::atomic<bool>* cancel);
+    struct JobInput;
+    static JobResult run_job(JobInput in, dav::HttpClient* http, const std::atomic<bool>* cancel);
+    void register_for_push();
+    void set_push_state(std::string state);
 
     core::EventLoop& loop_;
     sdbus::IConnection& bus_;
@@ -86,6 +100,20 @@ private:
         std::unique_ptr<bus::CollectionObject> object;
     };
     std::map<std::string, CollectionStatus> collections_;  // by folder
+
+    // Push: keys, token, endpoint and subscriptions; the last token each
+    // collection synced to (a push carrying it is stale); pushes not yet synced.
+    push::Connector* connector_;
+    std::filesystem::path push_file_, keys_file_;
+    std::optional<push::KeyPair> keys_;
+    push::AccountPushState push_;
+    std::string registered_vapid_;
+    bool registered_ = false;
+    std::string push_state_ = "poll-only";
+    bool rediscover_ = false;
+    std::map<std::string, SyncToken> tokens_;
+    std::map<std::string, uint32_t> pending_pushes_;
+    uint64_t pushes_received_ = 0, pushes_rejected_ = 0;
 
     uint64_t last_sync_ = 0, last_success_ = 0;
     std::string last_result_, last_error_;

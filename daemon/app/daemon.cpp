@@ -63,6 +63,7 @@ Daemon::Daemon(core::EventLoop& loop, sdbus::IConnection& connection, std::files
 
 Daemon::~Daemon() {
     accounts_.clear();
+    connector_.reset();
     manager_.reset();
 }
 
@@ -81,6 +82,22 @@ void Daemon::start() {
                     throw sdbus::Error(bus::error::kConfigInvalid, e.what());
                 }
                 deferred_reload_.schedule();
+            }});
+    connector_ = std::make_unique<push::Connector>(
+        connection_, bus::kBusName, cfg.push_distributor.value_or(""),
+        push::Connector::Handlers{
+            [this](const std::string& token, const std::string& endpoint) {
+                if (auto* a = by_push_token(token)) a->push_endpoint(endpoint);
+            },
+            [this](const std::string& token, const std::vector<uint8_t>& message) {
+                if (auto* a = by_push_token(token)) a->push_message(message);
+            },
+            [this](const std::string& token, const std::string& why) {
+                if (auto* a = by_push_token(token)) a->push_lost(why);
+            },
+            [this](const std::string&) {
+                for (auto& a : accounts_) a->push_distributor_changed();
+                publish();
             }});
     apply(std::move(cfg));
     log::notice("davsyncd ", DAVSYNCD_VERSION, " running with ", accounts_.size(), " account(s) from ",
@@ -112,14 +129,24 @@ void Daemon::apply(config::Config cfg) {
             next.push_back(std::move(*it));
         } else {
             log::info("account '", account.id, "': starting");
-            next.push_back(std::make_unique<AccountRuntime>(loop_, connection_, cfg, account, [this] { notify_status(); }));
+            next.push_back(std::make_unique<AccountRuntime>(loop_, connection_, cfg, account, connector_.get(),
+                                                            [this] { notify_status(); }));
         }
     }
-    for (auto& old : accounts_)
-        if (old) log::info("account '", old->config().id, "': stopped (removed from the configuration)");
+    for (auto& old : accounts_) {
+        if (!old) continue;
+        log::info("account '", old->config().id, "': stopped (removed from the configuration)");
+        if (connector_) connector_->remove(old->push_token());
+    }
     accounts_ = std::move(next);  // the rest are destroyed here: jobs stop, objects leave the bus
     cfg_ = std::move(cfg);
     publish();
+}
+
+AccountRuntime* Daemon::by_push_token(const std::string& token) {
+    for (auto& a : accounts_)
+        if (a->push_token() == token) return a.get();
+    return nullptr;
 }
 
 void Daemon::sync_all() {
@@ -141,7 +168,7 @@ void Daemon::shutdown() {
 }
 
 void Daemon::publish() {
-    bus::ManagerValues v{DAVSYNCD_VERSION, config_path_.string(), "", {}};
+    bus::ManagerValues v{DAVSYNCD_VERSION, config_path_.string(), connector_ ? connector_->distributor() : "", {}};
     for (const auto& a : accounts_) v.accounts.emplace_back(a->object_path());
     if (manager_) manager_->update(v);
     notify_status();

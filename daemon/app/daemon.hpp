@@ -56,6 +56,7 @@ public:
 
 private:
     void apply(config::Config cfg);
+    AccountRuntime* by_push_token(const std::string& token);
     void publish();
     void notify_status();
 
@@ -66,6 +67,7 @@ private:
     fs::XdgDirs xdg_;
     config::Config cfg_;
     std::unique_ptr<bus::ManagerObject> manager_;
+    std::unique_ptr<push::Connector> connector_;
     std::vector<std::unique_ptr<AccountRuntime>> accounts_;
     core::Defer deferred_reload_;
     std::string last_status_;
