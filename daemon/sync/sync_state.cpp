@@ -1,5 +1,7 @@
 #include "sync/sync_state.hpp"
 
+#include "core/utf8.hpp"
+
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -265,23 +267,8 @@ void append_json_string(std::string& out, std::string_view s) {
             ++i;
             continue;
         }
-        size_t len = 0;
-        unsigned char lo = 0x80, hi = 0xbf;
-        if (c >= 0xc2 && c <= 0xdf) len = 2;
-        else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            if (c == 0xe0) lo = 0xa0;
-            if (c == 0xed) hi = 0x9f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            if (c == 0xf0) lo = 0x90;
-            if (c == 0xf4) hi = 0x8f;
-        }
-        bool ok = len > 0 && i + len <= s.size();
-        for (size_t k = 1; ok && k < len; ++k) {
-            unsigned char cc = static_cast<unsigned char>(s[i + k]);
-            ok = k == 1 ? (cc >= lo && cc <= hi) : (cc >= 0x80 && cc <= 0xbf);
-        }
+        size_t len = utf8::sequence_length(s, i);
+        bool ok = len > 0;
         if (ok) {
             out.append(s.substr(i, len));
             i += len;

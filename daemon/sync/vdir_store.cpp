@@ -1,5 +1,7 @@
 #include "sync/vdir_store.hpp"
 
+#include "core/utf8.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -37,37 +39,6 @@ std::string printable(std::string_view s) {
         }
     }
     return out;
-}
-
-// Strict UTF-8 (no overlong forms, no surrogates): names end up in JSON state
-// files, which cannot hold arbitrary bytes.
-bool valid_utf8(std::string_view s) {
-    size_t i = 0;
-    while (i < s.size()) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) { ++i; continue; }
-        size_t len;
-        unsigned char lo = 0x80, hi = 0xbf;
-        if (c >= 0xc2 && c <= 0xdf) len = 2;
-        else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            if (c == 0xe0) lo = 0xa0;
-            if (c == 0xed) hi = 0x9f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            if (c == 0xf0) lo = 0x90;
-            if (c == 0xf4) hi = 0x8f;
-        } else {
-            return false;
-        }
-        if (i + len > s.size()) return false;
-        for (size_t k = 1; k < len; ++k) {
-            unsigned char cc = static_cast<unsigned char>(s[i + k]);
-            if (k == 1 ? (cc < lo || cc > hi) : (cc < 0x80 || cc > 0xbf)) return false;
-        }
-        i += len;
-    }
-    return true;
 }
 
 bool uid_is_safe(const std::string& uid) {
@@ -195,7 +166,7 @@ bool VdirStore::valid_name(const std::string& name) const {
     if (name.size() <= ext.size() || !ends_with(name, ext) || ends_with(name, ".tmp")) return false;
     for (unsigned char c : name)
         if (c == '/' || c == '\0' || c < 0x20 || c == 0x7f) return false;
-    return valid_utf8(name);
+    return utf8::valid(name);
 }
 
 void VdirStore::set_metadata(const std::string& key, const std::string& value) {
