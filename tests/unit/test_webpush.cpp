@@ -341,6 +341,14 @@ TEST_CASE("record size limits") {
             CHECK_THROWS_WITH_AS(kp.decrypt(body), doctest::Contains("record size"), DecryptError);
         }
     }
+    SUBCASE("rs = 17 with a 17-byte ciphertext that fits it") {
+        Sender s = Sender::fresh();
+        Bytes b = s.encrypt(kp.public_key(), kp.auth_secret(), random_bytes(16), padded(""), 17);
+        REQUIRE(b.size() == kCiphertextOffset + 17);
+        CHECK_THROWS_WITH_AS(kp.decrypt(b), "record size 17 is below 18", DecryptError);
+        set_rs(b, 18);
+        CHECK(kp.decrypt(b).empty());
+    }
     SUBCASE("ciphertext longer than the record size (a second record)") {
         set_rs(body, 57);
         CHECK_THROWS_WITH_AS(kp.decrypt(body), doctest::Contains("record size"), DecryptError);
