@@ -3,24 +3,32 @@
     /usr/bin/python3 -m davtest.demo --davsyncd build/daemon/davsyncd --workdir DIR
 
 Starts a Radicale server on a free loopback port with a "Personal" calendar,
-a "Tasks" list and a "Contacts" address book, writes a davsyncd config for
-it, runs `davsyncd --discover` and, when the binary supports it, `--once`
-followed by a listing of the vdir folders it wrote. The server is stopped on
-every way out (normal end, error, Ctrl-C, SIGTERM). Exit status: 0 when every
-davsyncd run succeeded.
+a "Tasks" list and a "Contacts" address book, puts the test WebDAV-Push front
+before it, starts a private session bus with the test UnifiedPush
+distributor, and runs the davsyncd daemon against all of it: discovery, the
+first sync, `davsyncctl status`, and then an event added on the server by
+another client arriving in the local folder by push, with the time it took.
+Everything is stopped on every way out (normal end, error, Ctrl-C, SIGTERM).
+Exit status: 0 when every step succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from davtest.daemon import DaemonEnv, account_for
-from davtest.sampledata import seed_demo
+import time
+
+from davtest.daemon import DaemonEnv, account_for, wait_until
+from davtest.dbus import PrivateBus
+from davtest.distributor import Distributor
+from davtest.pushfront import PushFront
+from davtest.sampledata import make_event, seed_demo
 from davtest.servers import Radicale
 
 
@@ -85,29 +93,61 @@ def main(argv=None) -> int:
             print(f"  {srv.url(path)}  {info['displayname']!r}: {info['kind']}, "
                   f"{'/'.join(info['components']) or 'vCard'}{color}, {n} item(s)")
 
-        heading("Writing the davsyncd configuration")
-        secret = work / "password"
-        secret.write_text(srv.password + "\n")
-        os.chmod(secret, 0o600)
-        cfg = env.write_config([account_for(srv, "demo", url=srv.base_url,
-                                            password_command=f"cat {secret}")],
-                               path=work / "config.json")
-        print(f"{cfg}:")
-        print(cfg.read_text().rstrip())
-        print(f"(XDG_STATE_HOME={env.state_home}, XDG_DATA_HOME={env.data_home})")
+        heading("Putting a WebDAV-Push front before it, starting a session bus and a UnifiedPush distributor")
+        with PushFront(srv.base_url) as front, PrivateBus(work / "bus") as bus, \
+                Distributor(bus.address, work / "distributor") as dist:
+            other_client = front.server_view(srv)
+            print(f"push front {front.base_url}, bus {bus.address}, distributor {dist.name}")
 
-        heading("Discovering the account's calendars and address books")
-        status = run_shown(env, "--config", cfg, "--discover")
+            heading("Writing the davsyncd configuration")
+            secret = work / "password"
+            secret.write_text(srv.password + "\n")
+            os.chmod(secret, 0o600)
+            cfg = env.write_config([account_for(srv, "demo", url=front.base_url, password_command=f"cat {secret}",
+                                                sync_interval=3600)],
+                                   path=work / "config.json")
+            print(f"{cfg}:")
+            print(cfg.read_text().rstrip())
 
-        help_text = subprocess.run([str(env.binary), "--help"], capture_output=True, text=True,
-                                   env=env.env(), stdin=subprocess.DEVNULL).stdout
-        if "--once" in help_text:
-            heading("Syncing once into local vdir folders")
-            status = run_shown(env, "--config", cfg, "--once") or status
-            heading(f"vdir folders under {env.data_dir}")
-            list_vdirs(env.data_dir)
-        else:
-            heading("Skipping the sync: this davsyncd build has no --once yet")
+            heading("Discovering the account's calendars and address books")
+            status = run_shown(env, "--config", cfg, "--discover")
+
+            heading("Starting the daemon on the private bus (poll interval: one hour)")
+            bus_env = {"DBUS_SESSION_BUS_ADDRESS": bus.address}
+            daemon = env.start("--config", cfg, extra_env=bus_env)
+            ctl = [str(Path(env.binary).with_name("davsyncctl"))]
+
+            def ctl_json():
+                res = subprocess.run(ctl + ["--json", "status"], env=env.env(bus_env), capture_output=True,
+                                     text=True, timeout=30)
+                return json.loads(res.stdout) if res.returncode == 0 else None
+
+            def account():
+                st = ctl_json()
+                return st["accounts"][0] if st and st["accounts"] else None
+
+            try:
+                wait_until(lambda: (a := account()) and a["LastResult"] == "ok" and a["PushState"] == "active",
+                           timeout=60, what="the first sync and an active push subscription")
+                print("$ davsyncctl status", flush=True)
+                subprocess.run(ctl + ["status"], env=env.env(bus_env), timeout=30)
+
+                heading("Another client adds an event on the server")
+                folder = env.data_dir / "demo" / "personal"
+                before = set(folder.glob("*.ics"))
+                started = time.monotonic()
+                other_client.put_item(paths["personal"], "pushed-by-demo.ics", make_event(100, 7, summary="Added elsewhere"))
+                arrived = wait_until(lambda: set(folder.glob("*.ics")) - before, timeout=30,
+                                     what="the new event in the local folder")
+                print(f"arrived by push after {time.monotonic() - started:.2f} s: {sorted(p.name for p in arrived)}")
+                heading(f"vdir folders under {env.data_dir}")
+                list_vdirs(env.data_dir)
+            except TimeoutError as e:
+                print(f"demo failed: {e}")
+                print((env.root / "davsyncd.log").read_text(errors="replace")[-3000:])
+                status = status or 1
+            finally:
+                env.stop(daemon)
 
         heading("Stopping the server")
     (work / "radicale.pid").unlink(missing_ok=True)
