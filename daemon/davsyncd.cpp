@@ -90,10 +90,9 @@ int run_daemon(const std::filesystem::path& config_path, const davsyncd::fs::Xdg
 
     std::unique_ptr<sdbus::IConnection> bus;
     try {
-        bus = sdbus::createSessionBusConnection(bus::kBusName);
+        bus = sdbus::createSessionBusConnection();
     } catch (const sdbus::Error& e) {
-        log::error("cannot own ", bus::kBusName, " on the session bus (", e.getMessage(),
-                   "); is another davsyncd running?");
+        log::error("cannot connect to the session bus: ", e.getMessage());
         return 1;
     }
     app::Daemon daemon(loop, *bus, config_path, xdg);
@@ -110,8 +109,15 @@ int run_daemon(const std::filesystem::path& config_path, const davsyncd::fs::Xdg
     };
     try {
         daemon.start();
+        // The name last: whoever sees it appear (D-Bus activation, systemd's
+        // Type=dbus, a client) finds every object already in place.
+        bus->requestName(bus::kBusName);
     } catch (const config::ConfigError& e) {
         log::error(e.what());
+        return 1;
+    } catch (const sdbus::Error& e) {
+        log::error("cannot own ", bus::kBusName, " on the session bus (", e.getMessage(),
+                   "); is another davsyncd running?");
         return 1;
     }
     loop.run();

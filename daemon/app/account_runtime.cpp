@@ -294,6 +294,22 @@ void AccountRuntime::finish_job(JobResult r) {
         if (!report.refused_mass_deletion) it->second.last_sync = last_sync_;
         if (it->second.object) it->second.object->changed(report.written_files, report.removed_files);
     }
+    // Folder events of the job's own writes are dropped; any other file
+    // changed during the sync is a local change to sync next.
+    auto events = std::move(events_during_job_);
+    events_during_job_.clear();
+    for (const auto& [folder, name] : events) {
+        bool ours = false;
+        for (const auto& plan : plans_) {
+            if (plan.local_dir != std::filesystem::path(folder)) continue;
+            if (auto it = r.reports.find(plan.folder); it != r.reports.end()) {
+                const auto& rep = it->second;
+                ours = std::find(rep.written_files.begin(), rep.written_files.end(), name) != rep.written_files.end() ||
+                       std::find(rep.removed_files.begin(), rep.removed_files.end(), name) != rep.removed_files.end();
+            }
+        }
+        if (!ours) note_local_change(folder);
+    }
     std::string summary;
     for (const auto& line : r.summary) summary += (summary.empty() ? "" : "\n") + line;
     object_->sync_finished(r.id, last_result_, summary);
@@ -307,13 +323,22 @@ void AccountRuntime::on_folder_event(const std::string& folder, const std::strin
         return;
     }
     if (!is_item_event(name)) return;
+    if (job_running()) {
+        events_during_job_.emplace_back(folder, name);  // sorted out in finish_job()
+        return;
+    }
+    if (note_local_change(folder)) pump();
+}
+
+// A local change in one of our folders: the scheduler debounces it.
+bool AccountRuntime::note_local_change(const std::string& folder) {
     for (const auto& plan : plans_) {
         if (plan.local_dir == std::filesystem::path(folder)) {
             scheduler_.trigger(loop_.now(), account::Reason::local_change, {plan.folder});
-            pump();
-            return;
+            return true;
         }
     }
+    return false;
 }
 
 // Takes the collections of the latest discovery: objects and folder watches

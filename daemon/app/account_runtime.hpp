@@ -66,6 +66,7 @@ private:
     void start_job(const account::SyncRequest& request);
     void finish_job(JobResult result);
     void on_folder_event(const std::string& folder, const std::string& name, uint32_t mask);
+    bool note_local_change(const std::string& folder);
     void adopt_plans(std::vector<sync::PlannedCollection> plans);
     void publish();
     bus::CollectionValues collection_values(const sync::PlannedCollection& plan) const;
@@ -94,6 +95,9 @@ private:
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 
     std::vector<sync::PlannedCollection> plans_;
+    // Folder events that arrived while a job ran: most are the job's own
+    // writes, which must not trigger another sync.
+    std::vector<std::pair<std::string, std::string>> events_during_job_;  // (folder, file name)
     struct CollectionStatus {
         uint32_t items = 0;
         uint64_t last_sync = 0;

@@ -121,24 +121,31 @@ void Daemon::apply(config::Config cfg) {
                a.verify_tls == b.verify_tls && a.conflict_policy == b.conflict_policy &&
                a.multiget_batch == b.multiget_batch;
     };
-    std::vector<std::unique_ptr<AccountRuntime>> next;
+    // 1. Stop the accounts that are gone or changed, before anything new
+    //    claims their object paths.
+    std::vector<std::unique_ptr<AccountRuntime>> kept;
+    for (auto& rt : accounts_) {
+        bool keep = std::any_of(cfg.accounts.begin(), cfg.accounts.end(), [&](const auto& a) { return same(rt->config(), a); });
+        if (keep) {
+            kept.push_back(std::move(rt));
+            continue;
+        }
+        log::info("account '", rt->config().id, "': stopped (removed or changed in the configuration)");
+        if (connector_) connector_->remove(rt->push_token());
+    }
+    accounts_.clear();  // the stopped ones are destroyed here: jobs stop, objects leave the bus
+
+    // 2. The accounts in configuration order: kept ones as they are, the rest new.
     for (const auto& account : cfg.accounts) {
-        auto it = std::find_if(accounts_.begin(), accounts_.end(),
-                               [&](const auto& rt) { return rt && same(rt->config(), account); });
-        if (it != accounts_.end()) {
-            next.push_back(std::move(*it));
+        auto it = std::find_if(kept.begin(), kept.end(), [&](const auto& rt) { return rt && same(rt->config(), account); });
+        if (it != kept.end()) {
+            accounts_.push_back(std::move(*it));
         } else {
             log::info("account '", account.id, "': starting");
-            next.push_back(std::make_unique<AccountRuntime>(loop_, connection_, cfg, account, connector_.get(),
-                                                            [this] { notify_status(); }));
+            accounts_.push_back(std::make_unique<AccountRuntime>(loop_, connection_, cfg, account, connector_.get(),
+                                                                 [this] { notify_status(); }));
         }
     }
-    for (auto& old : accounts_) {
-        if (!old) continue;
-        log::info("account '", old->config().id, "': stopped (removed from the configuration)");
-        if (connector_) connector_->remove(old->push_token());
-    }
-    accounts_ = std::move(next);  // the rest are destroyed here: jobs stop, objects leave the bus
     cfg_ = std::move(cfg);
     publish();
 }
@@ -178,6 +185,7 @@ void Daemon::publish() {
 void Daemon::notify_status() {
     unsigned syncing = 0, failing = 0;
     for (const auto& a : accounts_) {
+        if (!a) continue;  // a slot being filled during apply()
         syncing += a->state() == account::State::syncing;
         failing += a->state() == account::State::backoff || a->state() == account::State::auth_failed;
     }

@@ -519,7 +519,9 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
         fs::make_dirs(opts_.state_file.parent_path(), 0700);
         append_durably(journal_path(opts_.state_file), lines);
     }
+    size_t written = 0;
     for (const auto& p : plan) {
+        if (++written % 100 == 0) check_cancel();  // a SIGTERM need not wait for 10 000 files
         auto st = local_.write(p.file, p.item->data);
         state_.items[p.key] = ItemState{p.item->href, p.item->etag, p.file, p.hash, st.mtime_ns, st.size};
         report_.written_files.push_back(p.file);
