@@ -81,7 +81,7 @@ bool parse_args(int argc, char** argv, Options& o) {
 }
 
 // The long-running service: one event loop, the session bus, the accounts.
-int run_daemon(const std::filesystem::path& config_path, const davsyncd::fs::XdgDirs& xdg) {
+int run_daemon(davsyncd::config::Config cfg, const davsyncd::fs::XdgDirs& xdg) {
     using namespace davsyncd;
     core::EventLoop loop;
     // Before any thread exists, so that every thread inherits the blocked mask.
@@ -95,7 +95,7 @@ int run_daemon(const std::filesystem::path& config_path, const davsyncd::fs::Xdg
         log::error("cannot connect to the session bus: ", e.getMessage());
         return 1;
     }
-    app::Daemon daemon(loop, *bus, config_path, xdg);
+    app::Daemon daemon(loop, *bus, cfg.source, xdg);
     on_signal = [&](int signo) {
         if (signo == SIGHUP) {
             try {
@@ -108,7 +108,7 @@ int run_daemon(const std::filesystem::path& config_path, const davsyncd::fs::Xdg
         }
     };
     try {
-        daemon.start();
+        daemon.start(std::move(cfg));
         // The name last: whoever sees it appear (D-Bus activation, systemd's
         // Type=dbus, a client) finds every object already in place.
         bus->requestName(bus::kBusName);
@@ -154,7 +154,7 @@ int main(int argc, char** argv) {
     int status = 0;
     if (opts.discover) status = app::discover(cfg, opts.account, opts.json, std::cout);
     else if (opts.once) status = app::sync_once(cfg, opts.account, opts.force_delete, std::cout);
-    else status = run_daemon(cfg.source, xdg);
+    else status = run_daemon(std::move(cfg), xdg);
     curl_global_cleanup();
     return status;
 }

@@ -53,12 +53,11 @@ Daemon::Daemon(core::EventLoop& loop, sdbus::IConnection& connection, std::files
       pump_(loop, connection),
       config_path_(std::move(config_path)),
       xdg_(std::move(xdg)),
-      deferred_reload_(loop, [this] {
-          try {
-              reload();
-          } catch (const config::ConfigError& e) {
-              log::error("reload: ", e.what(), "; keeping the running configuration");
-          }
+      deferred_apply_(loop, [this] {
+          if (!pending_) return;
+          log::info("configuration reloaded from ", config_path_.string());
+          apply(std::move(*pending_));
+          pending_.reset();
       }) {}
 
 Daemon::~Daemon() {
@@ -67,21 +66,20 @@ Daemon::~Daemon() {
     manager_.reset();
 }
 
-void Daemon::start() {
-    auto cfg = config::load(config_path_, xdg_);
+void Daemon::start(config::Config cfg) {
     manager_ = std::make_unique<bus::ManagerObject>(
         connection_, bus::ManagerValues{DAVSYNCD_VERSION, config_path_.string(), "", {}},
         bus::ManagerObject::Handlers{
             [this] { sync_all(); },
             [this] {
-                // Validate now so that the caller hears about a bad file;
-                // apply after this handler returns, since it destroys objects.
+                // Load now so that the caller hears about a bad file; apply
+                // after this handler returns, since applying destroys objects.
                 try {
-                    (void)config::load(config_path_, xdg_);
+                    pending_ = config::load(config_path_, xdg_);
                 } catch (const config::ConfigError& e) {
                     throw sdbus::Error(bus::error::kConfigInvalid, e.what());
                 }
-                deferred_reload_.schedule();
+                deferred_apply_.schedule();
             }});
     connector_ = std::make_unique<push::Connector>(
         connection_, bus::kBusName, cfg.push_distributor.value_or(""),

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,8 +46,8 @@ public:
            fs::XdgDirs xdg);
     ~Daemon();
 
-    // Loads the configuration (throws config::ConfigError) and starts every account.
-    void start();
+    // Starts every account of the (already loaded) configuration.
+    void start(config::Config cfg);
     // Re-reads the configuration; the old one stays when the new one is invalid
     // (throws config::ConfigError). Account objects come and go on the bus.
     void reload();
@@ -69,7 +70,8 @@ private:
     std::unique_ptr<bus::ManagerObject> manager_;
     std::unique_ptr<push::Connector> connector_;
     std::vector<std::unique_ptr<AccountRuntime>> accounts_;
-    core::Defer deferred_reload_;
+    std::optional<config::Config> pending_;  // loaded by Reload(), applied right after
+    core::Defer deferred_apply_;
     std::string last_status_;
 };
 
