@@ -388,13 +388,16 @@ void AccountRuntime::register_for_push() {
     if (registered_) log::info("account '", account_.id, "': the server's push key changed; registering again");
     registered_ = true;
     registered_vapid_ = vapid;
+    // The connector registers now, or when a distributor appears.
     connector_->add(push_.token, cat("davsyncd: ", account_.id), vapid);
-    if (push_.endpoint.empty() || push_state_ == "poll-only") set_push_state("registering");
+    if (!connector_->distributor().empty() && push_state_ != "active") set_push_state("registering");
 }
 
+// The connector itself registers every known token with a new distributor;
+// here only the state follows.
 void AccountRuntime::push_distributor_changed() {
-    registered_ = false;
-    register_for_push();
+    if (connector_->distributor().empty()) set_push_state("poll-only");
+    else if (registered_ && push_state_ != "active") set_push_state("registering");
 }
 
 void AccountRuntime::set_push_state(std::string state) {
@@ -420,8 +423,7 @@ void AccountRuntime::push_endpoint(const std::string& endpoint) {
 
 void AccountRuntime::push_lost(const std::string& why) {
     log::warning("account '", account_.id, "': push lost: ", why, "; polling");
-    registered_ = false;
-    set_push_state(connector_ && !connector_->distributor().empty() ? "failed" : "poll-only");
+    set_push_state(connector_->distributor().empty() ? "poll-only" : "failed");
 }
 
 // A message from the server, through the distributor: decrypt, parse, and

@@ -208,9 +208,9 @@ void Connector::on_name_owner_changed(const std::string& name, const std::string
             log::warning("push: distributor ", name_, " left the bus; polling until it is back");
             owner_.clear();
             distributor_.reset();
+            name_.clear();  // before the handlers: they ask distributor()
             for (const auto& [token, entry] : tokens_) handlers_.lost(token, "the distributor left the bus");
             if (handlers_.distributor_changed) handlers_.distributor_changed("");
-            name_.clear();
             discover();  // another one may be there
         } else {
             use(name, new_owner);  // restarted: register again with the same tokens
