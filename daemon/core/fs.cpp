@@ -31,7 +31,8 @@ private:
 
 }  // namespace
 
-void write_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode) {
+void write_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode, Durability durability) {
+    const bool sync = durability == Durability::immediate;
     std::filesystem::path tmp = path;
     tmp += ".tmp";
     {
@@ -51,14 +52,21 @@ void write_atomic(const std::filesystem::path& path, std::string_view data, unsi
             p += n;
             left -= static_cast<size_t>(n);
         }
-        if (::fsync(fd.get()) != 0) { ::unlink(tmp.c_str()); fail("cannot fsync", tmp); }
+        if (sync && ::fsync(fd.get()) != 0) { ::unlink(tmp.c_str()); fail("cannot fsync", tmp); }
         if (::close(fd.release()) != 0) { ::unlink(tmp.c_str()); fail("cannot close", tmp); }
     }
     if (::rename(tmp.c_str(), path.c_str()) != 0) { ::unlink(tmp.c_str()); fail("cannot rename to", path); }
+    if (!sync) return;
     // The rename is durable only once the folder entry is.
     auto dir = path.parent_path();
     Fd dfd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (dfd.get() >= 0) ::fsync(dfd.get());
+}
+
+void sync_filesystem(const std::filesystem::path& path) {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) fail("cannot open", path);
+    if (::syncfs(fd.get()) != 0) fail("cannot sync the file system of", path);
 }
 
 std::string read_file(const std::filesystem::path& path) {

@@ -17,7 +17,14 @@ struct IoError : std::runtime_error {
 // rename over the target, fsync the folder. Readers see the old or the new
 // content, never a mix; a crash leaves at worst a stray .tmp file.
 // `mode` applies to the new file (0600 for anything secret).
-void write_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode = 0644);
+// Durability::deferred skips both fsyncs: for bulk writes that the caller
+// makes durable at once with sync_filesystem() before recording them.
+enum class Durability { immediate, deferred };
+void write_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode = 0644,
+                  Durability durability = Durability::immediate);
+
+// syncfs(2) on the file system holding `path`: one flush for many deferred writes.
+void sync_filesystem(const std::filesystem::path& path);
 
 // Whole file as a string; throws IoError naming the path.
 std::string read_file(const std::filesystem::path& path);

@@ -131,7 +131,12 @@ void CollectionSync::recover_interrupted() {
         std::string file = j.value("file", "");
         std::string hash = j.value("hash", "");
         if (!local_.valid_name(file) || !local_.stat(file)) continue;
-        if (content_hash(local_.read(file)) != hash) continue;  // the old content: the download is simply redone
+        if (content_hash(local_.read(file)) != hash) {
+            // Our own write, torn by a power loss before the flush: a file
+            // the state does not know is ours alone; the download is redone.
+            if (!state_.find_by_file(file)) local_.remove(file);
+            continue;  // else the old content: the download is simply redone
+        }
         auto st = local_.stat(file);
         state_.items[j.value("key", "")] = ItemState{Href(j.value("href", "")), Etag(j.value("etag", "")),
                                                      file, hash, st->mtime_ns, st->size};
@@ -519,14 +524,21 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
         fs::make_dirs(opts_.state_file.parent_path(), 0700);
         append_durably(journal_path(opts_.state_file), lines);
     }
+    // One syncfs for the batch instead of two fsyncs per file (600 files:
+    // 5 s -> well under one); nothing is recorded before it.
     size_t written = 0;
+    std::vector<std::pair<const Planned*, LocalFile>> done;
     for (const auto& p : plan) {
-        if (++written % 100 == 0) check_cancel();  // a SIGTERM need not wait for 10 000 files
-        auto st = local_.write(p.file, p.item->data);
-        state_.items[p.key] = ItemState{p.item->href, p.item->etag, p.file, p.hash, st.mtime_ns, st.size};
-        report_.written_files.push_back(p.file);
+        if (++written % 100 == 0 && opts_.cancel && opts_.cancel->load()) break;  // a SIGTERM need not wait for 10 000 files
+        done.emplace_back(&p, local_.write(p.file, p.item->data, fs::Durability::deferred));
+    }
+    if (!done.empty()) local_.flush();
+    for (const auto& [p, st] : done) {
+        state_.items[p->key] = ItemState{p->item->href, p->item->etag, p->file, p->hash, st.mtime_ns, st.size};
+        report_.written_files.push_back(p->file);
         ++report_.downloaded;
     }
+    if (done.size() < plan.size()) check_cancel();
     for (const auto& key : edited_meanwhile) resolve_conflict(key, local_.read(state_.items.at(key).file));
 }
 

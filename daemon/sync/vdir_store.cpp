@@ -128,9 +128,11 @@ std::string VdirStore::read(const std::string& name) const {
     return fs::read_file(path);
 }
 
-LocalFile VdirStore::write(const std::string& name, std::string_view content) {
+void VdirStore::flush() { fs::sync_filesystem(folder_); }
+
+LocalFile VdirStore::write(const std::string& name, std::string_view content, fs::Durability durability) {
     auto path = path_of(name);
-    fs::write_atomic(path, content, 0600);
+    fs::write_atomic(path, content, 0600, durability);
     auto st = stat(name);
     if (!st) throw fs::IoError(cat("file vanished after writing: ", path.string()));
     return *st;

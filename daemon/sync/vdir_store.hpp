@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/fs.hpp"
 #include "sync/item.hpp"
 
 namespace davsyncd::sync {
@@ -40,8 +41,11 @@ public:
     std::optional<LocalFile> stat(const std::string& name) const;  // nullopt when missing
 
     std::string read(const std::string& name) const;
-    // Atomic write; returns the new file's stat.
-    LocalFile write(const std::string& name, std::string_view content);
+    // Atomic write; returns the new file's stat. Deferred writes become
+    // durable with flush().
+    LocalFile write(const std::string& name, std::string_view content,
+                    fs::Durability durability = fs::Durability::immediate);
+    void flush();
     // Missing file is not an error.
     void remove(const std::string& name);
 
