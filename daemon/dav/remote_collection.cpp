@@ -13,22 +13,16 @@ struct Dialect {
     const char* ns;
     const char* data;       // calendar-data / address-data
     const char* multiget;   // calendar-multiget / addressbook-multiget
+    const char* query;      // calendar-query / addressbook-query
+    const char* filter;     // the match-everything filter
 };
 
-constexpr Dialect kCalDav{"urn:ietf:params:xml:ns:caldav", "calendar-data", "calendar-multiget"};
-constexpr Dialect kCardDav{"urn:ietf:params:xml:ns:carddav", "address-data", "addressbook-multiget"};
+constexpr Dialect kCalDav{"urn:ietf:params:xml:ns:caldav", "calendar-data", "calendar-multiget", "calendar-query",
+                          R"(<C:filter><C:comp-filter name="VCALENDAR"/></C:filter>)"};
+constexpr Dialect kCardDav{"urn:ietf:params:xml:ns:carddav", "address-data", "addressbook-multiget",
+                           "addressbook-query", R"(<C:filter/>)"};
 
 std::string status_text(long status) { return cat("HTTP ", status); }
-
-// The body of an item from calendar-data/address-data. Servers may indent
-// it inside the element, so it is trimmed, and the final line ending that
-// iCalendar and vCard require is put back in the file's own style.
-std::string item_text(const xml::Element* data) {
-    std::string text = xml::text(data, 16u << 20);
-    if (!text.empty()) text += text.find("\r\n") != std::string::npos ? "\r\n" : "\n";
-    return text;
-}
-
 
 }  // namespace
 
@@ -86,13 +80,11 @@ CollectionVersion RemoteCollection::version() {
     return v;
 }
 
-ChangePage RemoteCollection::changes_since(const SyncToken& token, bool with_data) {
-    const Dialect& d = is_addressbook() ? kCardDav : kCalDav;
-    std::string body = cat(kXmlHead, R"(<D:sync-collection xmlns:D="DAV:" xmlns:C=")", d.ns, R"(">)",
+ChangePage RemoteCollection::changes_since(const SyncToken& token) {
+    std::string body = cat(kXmlHead, R"(<D:sync-collection xmlns:D="DAV:">)",
                            token.empty() ? std::string("<D:sync-token/>")
                                          : cat("<D:sync-token>", xml::escape(token.str()), "</D:sync-token>"),
-                           "<D:sync-level>1</D:sync-level><D:prop><D:getetag/>",
-                           with_data ? cat("<C:", d.data, "/>") : std::string(), "</D:prop></D:sync-collection>");
+                           "<D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>");
     // RFC 6578 §3.2: the report is defined for Depth 0 only.
     auto req = Request::report(info_.url, "0", std::move(body));
     auto resp = http_.send(req);
@@ -119,9 +111,6 @@ ChangePage RemoteCollection::changes_since(const SyncToken& token, bool with_dat
         }
         const auto* etag = r.find_prop(xml::kDav, "getetag");
         page.changed.push_back({*href, Etag(etag ? xml::text(etag, 1024) : "")});
-        if (with_data)
-            if (const auto* data = r.find_prop(d.ns, d.data))
-                page.data.push_back({*href, page.changed.back().etag, item_text(data)});
     }
     if (page.token.empty()) throw RemoteError(cat("REPORT ", url::redact(info_.url), ": no sync-token in the answer"), 207, std::nullopt);
     return page;
@@ -147,6 +136,15 @@ std::vector<MemberEtag> RemoteCollection::list_etags() {
 
 namespace {
 
+// The body of an item from calendar-data/address-data. Servers may indent
+// it inside the element, so it is trimmed, and the final line ending that
+// iCalendar and vCard require is put back in the file's own style.
+std::string item_text(const xml::Element* data) {
+    std::string text = xml::text(data, 16u << 20);
+    if (!text.empty()) text += text.find("\r\n") != std::string::npos ? "\r\n" : "\n";
+    return text;
+}
+
 // Member data from a multiget or query multistatus.
 template <typename MemberFn>
 std::vector<MemberData> parse_data(const Response& resp, const Dialect& d, MemberFn&& member) {
@@ -164,6 +162,16 @@ std::vector<MemberData> parse_data(const Response& resp, const Dialect& d, Membe
 }
 
 }  // namespace
+
+std::vector<MemberData> RemoteCollection::list_all() {
+    const Dialect& d = is_addressbook() ? kCardDav : kCalDav;
+    auto req = Request::report(info_.url, "1",
+                               cat(kXmlHead, "<C:", d.query, R"( xmlns:D="DAV:" xmlns:C=")", d.ns, R"(">)",
+                                   "<D:prop><D:getetag/><C:", d.data, "/></D:prop>", d.filter, "</C:", d.query, ">"));
+    auto resp = http_.send(req);
+    if (resp.status != 207) fail(req, resp);
+    return parse_data(resp, d, [this](std::string_view h) { return member(h); });
+}
 
 std::vector<MemberData> RemoteCollection::multiget(const std::vector<Href>& hrefs) {
     if (hrefs.empty()) return {};

@@ -36,7 +36,6 @@ struct MemberData {
 // One answer to sync-collection.
 struct ChangePage {
     std::vector<MemberEtag> changed;   // created or modified since the token
-    std::vector<MemberData> data;      // with_data: the bodies the server sent (a subset of changed)
     std::vector<Href> deleted;
     SyncToken token;                   // the token after this page
     bool truncated = false;            // 507 on the collection: ask again with `token`
@@ -72,11 +71,13 @@ public:
 
     // Depth-0 PROPFIND of sync-token and getctag.
     CollectionVersion version();
-    // REPORT sync-collection asking for etags only (or, with_data, for the
-    // bodies too: a first sync in one request). Throws InvalidSyncToken.
-    ChangePage changes_since(const SyncToken& token, bool with_data = false);
+    // REPORT sync-collection asking for etags only. Throws InvalidSyncToken.
+    ChangePage changes_since(const SyncToken& token);
     // PROPFIND Depth 1 of getetag (servers without sync-collection).
     std::vector<MemberEtag> list_etags();
+    // calendar-query / addressbook-query returning every member with its data:
+    // the cheapest complete listing on the servers measured.
+    std::vector<MemberData> list_all();
     // calendar-multiget / addressbook-multiget; members the server reports
     // missing are left out of the result.
     std::vector<MemberData> multiget(const std::vector<Href>& hrefs);

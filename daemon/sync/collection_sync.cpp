@@ -416,35 +416,21 @@ void CollectionSync::recover_with_listing() {
     save_state();
 }
 
-// First sync: one sync-collection without a token that asks for the bodies
-// too, so that the listing, the data and the token come in one request (and
-// the token covers exactly what was listed). Members a server sends without
-// their body are fetched by multiget.
+// First sync: the cheapest complete listing. The token is read first, so
+// anything that changes while we list is reported again next time.
 void CollectionSync::pull_full_listing() {
-    std::vector<dav::MemberEtag> members;
-    SyncToken token;
-    for (;;) {
-        auto page = remote_.changes_since(token, true);
-        members.insert(members.end(), page.changed.begin(), page.changed.end());
-        std::set<std::string> with_body;
-        for (const auto& m : page.data) with_body.insert(href_key(m.href));
-        store_downloads(page.data);
-        std::vector<Href> missing;
-        for (const auto& m : page.changed)
-            if (!with_body.contains(href_key(m.href))) missing.push_back(m.href);
-        download(missing);
-        token = page.token;
-        if (!page.truncated) break;
-    }
-    // What the state knew but the server no longer lists (a lost token on our side).
+    auto version = remote_.version();
+    auto all = remote_.list_all();
     std::set<std::string> present;
-    for (const auto& m : members) present.insert(href_key(m.href));
+    for (const auto& m : all) present.insert(href_key(m.href));
     std::vector<std::string> gone;
     for (const auto& [key, item] : state_.items)
         if (!present.contains(key)) gone.push_back(key);
-    if (refuse_remote_wipe(gone.size(), members.size())) return;
+    if (refuse_remote_wipe(gone.size(), all.size())) return;
+
+    store_downloads(all);
     for (const auto& key : gone) apply_remote_deletion(key);
-    state_.token = token;
+    state_.token = version.token;
     save_state();
 }
 

@@ -22,7 +22,6 @@ public:
     bool sync_collection = true;    // advertise and answer sync-collection
     size_t page_size = 0;           // >0: truncate sync-collection results (507)
     bool reject_tokens = false;     // answer sync-collection with valid-sync-token (403)
-    bool bodies_in_sync = true;     // send calendar-data in sync-collection when asked
     std::string path = "/cal/";
 
     FakeDavCollection() {
@@ -110,13 +109,6 @@ private:
                "</d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>";
     }
     std::string token() const { return "tok-" + std::to_string(version_); }
-    std::string extra_members() const {
-        std::string out;
-        for (const auto& [href, data] : extra_members_)
-            out += "<d:response><d:href>" + href + "</d:href><d:propstat><d:prop><d:getetag>\"x\"</d:getetag><c:calendar-data>" +
-                   xml_escape(data) + "</c:calendar-data></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>";
-        return out;
-    }
     std::string name_of(const std::string& target) const { return target.substr(path.size()); }
 
     CannedResponse handle(const RecordedRequest& r) {
@@ -150,12 +142,9 @@ private:
             std::sort(ordered.begin(), ordered.end());
             bool truncated = page_size && ordered.size() > page_size;
             if (truncated) ordered.resize(page_size);
-            // Radicale sends the bodies in sync-collection when asked; this does too.
-            bool with_data = bodies_in_sync && r.body.find("calendar-data") != std::string::npos;
             std::string out;
-            if (since == 0) out += extra_members();
             for (const auto& [v, n] : ordered) {
-                if (items_.contains(n)) out += member(n, with_data);
+                if (items_.contains(n)) out += member(n, false);
                 else out += "<d:response><d:href>" + path + n + "</d:href><d:status>HTTP/1.1 404 Not Found</d:status></d:response>";
             }
             if (truncated) out += "<d:response><d:href>" + path + "</d:href><d:status>HTTP/1.1 507 Insufficient Storage</d:status></d:response>";
@@ -178,7 +167,10 @@ private:
         if (r.method == "REPORT" && r.body.find("calendar-query") != std::string::npos) {
             std::string out;
             for (const auto& [n, it] : items_) out += member(n, true);
-            return multistatus(out + extra_members());
+            for (const auto& [href, data] : extra_members_)
+                out += "<d:response><d:href>" + href + "</d:href><d:propstat><d:prop><d:getetag>\"x\"</d:getetag><c:calendar-data>" +
+                       xml_escape(data) + "</c:calendar-data></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>";
+            return multistatus(out);
         }
         auto n = name_of(r.target);
         bool exists = items_.contains(n);
