@@ -22,6 +22,7 @@ from typing import Optional
 import pytest
 
 from davtest import sampledata
+from davtest.vdir import atomic_write
 from davtest.daemon import REPO_ROOT, DaemonEnv, account_for, davsyncd_path, wait_until
 from davtest.dbus import (ACCOUNT, BUS_NAME, COLLECTION, MANAGER, OBJECT_MANAGER, PROPERTIES,
                           ROOT_PATH, DBusCallError, PrivateBus, Signal, account_path,
@@ -154,16 +155,6 @@ def file_with_uid(folder: Path, uid: str) -> Optional[str]:
         if f"UID:{uid}" in text:
             return name
     return None
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Writes like an editor does: a temporary file next to it, then rename."""
-    tmp = path.parent / f".{path.name}.swp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
 
 
 def state_of(sig: Signal) -> Optional[str]:

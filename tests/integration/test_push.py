@@ -55,6 +55,7 @@ from typing import Callable, Iterable, Optional
 import pytest
 
 from davtest import sampledata
+from davtest.vdir import atomic_write
 from davtest.daemon import DaemonEnv, account_for, davsyncd_path
 from davtest.dbus import (ACCOUNT, COLLECTION, PrivateBus, Signal, account_path,
                           collection_path, wait_alive)
@@ -168,16 +169,6 @@ def local_items(folder: Path) -> dict[str, str]:
 def local_by_uid(folder: Path) -> dict[str, tuple[str, str]]:
     """{UID: (file name, text)}."""
     return {uid_in(t): (n, t) for n, t in local_items(folder).items()}
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """As an editor writes: a hidden temporary file next to it, then rename."""
-    tmp = path.parent / f".{path.name}.swp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
 
 
 def item_name(href: str) -> str:

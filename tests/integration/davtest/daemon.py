@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from davtest.procs import stop_process_group
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_BINARY = REPO_ROOT / "build" / "daemon" / "davsyncd"
 RUN_TIMEOUT = 120.0
@@ -182,20 +184,7 @@ class DaemonEnv:
     @staticmethod
     def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
         """SIGTERM, wait up to `timeout`, then SIGKILL; returns the exit status."""
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-        return proc.returncode
+        return stop_process_group(proc, timeout)
 
 
 def run_daemon(args: Iterable[os.PathLike | str], root: os.PathLike | str,

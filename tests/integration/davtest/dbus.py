@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from davtest.daemon import wait_until
+from davtest.procs import stop_process_group
 
 BUS_NAME = "io.github.davsyncd"
 ROOT_PATH = "/io/github/davsyncd"
@@ -329,16 +330,7 @@ class Monitor:
             return len(self.signals)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process_group(self.proc, 5)
         self._reader.join(timeout=5)
 
 

@@ -49,6 +49,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from davtest.procs import stop_process_group
+
 PYTHON = "/usr/bin/python3"
 DEFAULT_NAME = "org.unifiedpush.Distributor.test"
 DISTRIBUTOR_PATH = "/org/unifiedpush/Distributor"
@@ -790,20 +792,7 @@ class Distributor:
         """SIGTERM (then SIGKILL); the bus name is released with the process."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process_group(self.proc, timeout)
 
     def kill(self) -> None:
         """SIGKILL: the distributor vanishes without saving anything more."""

@@ -35,6 +35,8 @@ from typing import Iterable, Optional
 
 import requests
 
+from davtest.procs import stop_process_group
+
 PYTHON = "/usr/bin/python3"
 
 NS_DAV = "DAV:"
@@ -267,18 +269,7 @@ class DavServer:
             delay = min(delay * 2, 0.25)
 
     def _kill(self, proc: subprocess.Popen) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        stop_process_group(proc, STOP_TIMEOUT)
         # The group may hold children that outlived the leader.
         try:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -458,3 +458,13 @@ def files_matching(root: Path, suffixes: Iterable[str] = ITEM_SUFFIXES) -> list[
     """Every file under `root` (recursively) whose name ends in one of `suffixes`."""
     suffixes = tuple(suffixes)
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Writes like an editor does: a hidden temporary file next to it, then rename."""
+    tmp = path.parent / f".{path.name}.swp-{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)

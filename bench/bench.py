@@ -1,0 +1,290 @@
+#!/usr/bin/python3
+"""davsyncd benchmark: davsyncd vs vdirsyncer vs the server floor on real
+Radicale and Xandikos servers with generated data. Entry point: bench/run.
+
+Writes bench/results/latest.{md,png,json,csv} (or quick.* with --quick).
+Methodology: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from benchlib import data, report  # noqa: E402
+from benchlib.clients import Davsyncd, Vdirsyncer  # noqa: E402
+from benchlib.rows import ROWS, Context, Floor, row_first_sync, row_one_change  # noqa: E402
+from benchlib.servers import SETUPS  # noqa: E402
+
+T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.0f} s] {msg}", flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--contacts", type=int, default=10000, help="contacts in the address book (default 10000)")
+    p.add_argument("--events", type=int, default=5000, help="events in the calendar (default 5000)")
+    p.add_argument("--repeat", type=int, default=3, help="repeats per row and client (default 3)")
+    p.add_argument("--vdirsyncer-repeat", type=int, default=2,
+                   help="repeats for vdirsyncer, which takes minutes (default 2)")
+    p.add_argument("--slow-run", type=float, default=45.0,
+                   help="a client whose first run in a row takes longer than this many seconds "
+                        "runs only once in that row (default 45)")
+    p.add_argument("--vdirsyncer-rows", default="1,2,3",
+                   help="rows in which vdirsyncer takes part (default 1,2,3; row 4 has no vdirsyncer target)")
+    p.add_argument("--servers", default="radicale,xandikos",
+                   help="servers for rows 1-4 and 7 (default radicale,xandikos)")
+    p.add_argument("--vdirsyncer-servers", default="radicale",
+                   help="servers on which vdirsyncer runs too (default radicale)")
+    p.add_argument("--scale", default="1000,10000,50000",
+                   help="address-book sizes for row 8 (Radicale); '' skips row 8 (default 1000,10000,50000)")
+    p.add_argument("--vdirsyncer-scale-limit", type=int, default=10000,
+                   help="row 8 leaves vdirsyncer out above this many items (default 10000)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: small sizes, 2 repeats; writes results/quick.* instead of latest.*")
+    p.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    p.add_argument("--binary", default=str(REPO / "build-bench" / "daemon" / "davsyncd"),
+                   help="davsyncd binary (default build-bench/daemon/davsyncd, a release build)")
+    p.add_argument("--workdir", help="scratch folder (default: a new folder under /var/tmp)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    p.add_argument("--out", default=str(HERE / "results"), help="results folder (default bench/results)")
+    a = p.parse_args(argv)
+    if a.quick:
+        explicit = set(x.split("=")[0] for x in (argv if argv is not None else sys.argv[1:]))
+        if "--contacts" not in explicit:
+            a.contacts = 400
+        if "--events" not in explicit:
+            a.events = 200
+        if "--repeat" not in explicit:
+            a.repeat = 2
+        if "--vdirsyncer-repeat" not in explicit:
+            a.vdirsyncer_repeat = 1
+        if "--scale" not in explicit:
+            a.scale = "200,1000"
+        if "--vdirsyncer-scale-limit" not in explicit:
+            a.vdirsyncer_scale_limit = 200
+    a.scale_sizes = [int(x) for x in a.scale.split(",") if x.strip()]
+    a.server_list = [s for s in a.servers.split(",") if s]
+    a.vdirsyncer_rows = {r.strip() for r in a.vdirsyncer_rows.split(",") if r.strip()}
+    a.vdirsyncer_server_list = [s for s in a.vdirsyncer_servers.split(",") if s]
+    for s in a.server_list:
+        if s not in SETUPS:
+            p.error(f"unknown server {s!r} (known: {', '.join(SETUPS)})")
+    return a
+
+
+# --- environment -------------------------------------------------------------------
+
+def sh(cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=30).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def dpkg_version(pkg: str) -> str:
+    return sh(f"dpkg-query -W -f='${{Version}}' {pkg}") or "?"
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, "
+            f"{sh('. /etc/os-release && echo $PRETTY_NAME')}, Linux {platform.release()}")
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def davsyncd_version(binary: str) -> str:
+    commit = sh(f"git -C {shlex.quote(str(REPO))} rev-parse --short HEAD")
+    dirty = sh(f"git -C {shlex.quote(str(REPO))} status --porcelain --untracked-files=no -- daemon")
+    v = sh(f"{shlex.quote(binary)} --version").splitlines()
+    return f"{v[0] if v else 'davsyncd'} (commit {commit}{', with uncommitted changes' if dirty else ''})"
+
+
+# --- suites ------------------------------------------------------------------------
+
+def make_clients(a, setup, specs, root: Path, with_vdirsyncer: bool) -> dict:
+    clients = {"davsyncd": Davsyncd(root / "davsyncd", setup, specs, Path(a.binary))}
+    if with_vdirsyncer:
+        clients["vdirsyncer"] = Vdirsyncer(root / "vdirsyncer", setup, specs)
+    clients["floor"] = Floor(setup, specs)
+    return clients
+
+
+def suite_record(sid: str, setup, specs, ctx: Context, label: str, scale=None, skip_note=None) -> dict:
+    return {
+        "id": sid, "server": setup.kind, "server_label": label, "scale": scale,
+        "specs": [{"name": s.name, "kind": s.kind, "count": s.count} for s in specs],
+        "repeat": ctx.repeat,
+        "slow_repeat": {k: v for k, v in ctx.slow_repeat.items() if v < ctx.repeat and k in ctx.clients},
+        "rows": ctx.results, "notes": ctx.notes, "skip_note": skip_note or {},
+    }
+
+
+def make_context(a, setup, specs, clients) -> Context:
+    return Context(setup, specs, a.seed, clients, a.repeat, {"vdirsyncer": a.vdirsyncer_repeat}, log,
+                   slow_run=a.slow_run, only_rows={"vdirsyncer": a.vdirsyncer_rows})
+
+
+def run_scale_suite(a, setup, specs, root: Path, label: str, n: int, suites: list) -> None:
+    """Rows 1 and 3 on one address book of n items."""
+    with_v = "radicale" in a.vdirsyncer_server_list and n <= a.vdirsyncer_scale_limit
+    clients = make_clients(a, setup, specs, root, with_vdirsyncer=with_v)
+    ctx = make_context(a, setup, specs, clients)
+    skip = {}
+    if not with_v and "radicale" in a.vdirsyncer_server_list:
+        for rid in ("1", "3"):
+            skip[rid] = "left out (see note)"
+        ctx.note("1", f"vdirsyncer left out at {n} items (--vdirsyncer-scale-limit {a.vdirsyncer_scale_limit}): "
+                      "its Depth-1 PROPFIND listing costs Radicale time that grows faster than linearly, "
+                      "so one run would take longer than the whole benchmark")
+    # Recorded first: the record shares ctx's dicts, so a failure keeps what was measured.
+    suites.append(suite_record(f"scale-{n}", setup, specs, ctx, label, scale=n, skip_note=skip))
+    try:
+        row_first_sync(ctx, "1")
+        row_one_change(ctx, "3")
+    finally:
+        clients["floor"].close()
+
+
+def results_of(a, argv, started, load_before, versions, stem, suites) -> dict:
+    return {
+        "meta": {
+            "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+            "command": "bench/run " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "machine": machine(), "versions": versions,
+            "load_before": load_before, "load_after": loadavg(),
+            "duration": time.monotonic() - T0,
+            "chart_name": f"{stem}.png",
+            "sizes": {"contacts": a.contacts, "events": a.events, "scale": a.scale_sizes},
+        },
+        "rows": [{"id": r.id, "title": r.title, "pending": r.pending} for r in ROWS],
+        "suites": suites,
+    }
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if not Path(a.binary).is_file():
+        print(f"bench: no davsyncd binary at {a.binary} (bench/run builds it)", file=sys.stderr)
+        return 2
+    work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="davsyncd-bench-", dir="/var/tmp"))
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "quick" if a.quick else "latest"
+    started = dt.datetime.now(dt.timezone.utc)
+    load_before = loadavg()
+    versions = (f"{davsyncd_version(a.binary)}, vdirsyncer {dpkg_version('vdirsyncer')}, "
+                f"Radicale {dpkg_version('radicale')}, Xandikos {dpkg_version('xandikos')}, "
+                f"Python {platform.python_version()}")
+    log(f"davsyncd benchmark: {a.contacts} contacts + {a.events} events, {a.repeat} repeats; work folder {work}")
+    log(f"  {versions}")
+
+    labels = {"radicale": f"Radicale {dpkg_version('radicale').split('-')[0]}",
+              "xandikos": f"Xandikos {dpkg_version('xandikos').split('-')[0]}"}
+    suites = []
+    main_specs = [data.CollectionSpec("contacts", "contacts", a.contacts, "Contacts"),
+                  data.CollectionSpec("events", "events", a.events, "Events")]
+    main_specs = [s for s in main_specs if s.count > 0]
+    try:
+        for server in a.server_list:
+            log(f"{labels[server]}: rows 1-4, 7 on {' + '.join(f'{s.count} {s.kind}' for s in main_specs)}")
+            setup = SETUPS[server](work / server / "server", main_specs, a.seed, log)
+            setup.prepare()
+            setup.start()
+            try:
+                clients = make_clients(a, setup, main_specs, work / server, server in a.vdirsyncer_server_list)
+                ctx = make_context(a, setup, main_specs, clients)
+                suites.append(suite_record(server, setup, main_specs, ctx, labels[server]))
+                try:
+                    for row in ROWS:
+                        if row.fn:
+                            log(f"  row {row.id}: {row.title}")
+                            row.fn(ctx, row.id)
+                finally:
+                    clients["floor"].close()
+                # Row 8's point at the main address-book size reuses this server and its data.
+                if server == "radicale" and a.contacts in a.scale_sizes:
+                    log(f"  row 8: {a.contacts} items (the address book above, on the same server)")
+                    spec = [main_specs[0]]
+                    run_scale_suite(a, setup, spec, work / "scale" / str(a.contacts), labels[server],
+                                    a.contacts, suites)
+            finally:
+                setup.stop()
+            if not a.keep:
+                shutil.rmtree(work / server, ignore_errors=True)
+        for n in a.scale_sizes:
+            if "radicale" in a.server_list and n == a.contacts:
+                continue
+            log(f"Row 8: {n} items ({labels['radicale']}, a fresh server with one address book)")
+            specs = [data.CollectionSpec("contacts", "contacts", n, "Contacts")]
+            setup = SETUPS["radicale"](work / "scale" / str(n) / "server", specs, a.seed, log)
+            setup.prepare()
+            setup.start()
+            try:
+                run_scale_suite(a, setup, specs, work / "scale" / str(n), labels["radicale"], n, suites)
+            finally:
+                setup.stop()
+            if not a.keep:
+                shutil.rmtree(work / "scale" / str(n), ignore_errors=True)
+    except BaseException as e:
+        # Keep what was measured, for diagnosis; latest.* stays as it was.
+        failed = results_of(a, argv, started, load_before, versions, stem, suites)
+        failed["error"] = f"{type(e).__name__}: {e}"
+        (out / f"{stem}-failed.json").write_text(json.dumps(failed, indent=1) + "\n")
+        log(f"FAILED: {type(e).__name__}: {e}; partial figures in {out / stem}-failed.json")
+        raise
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"kept {work}")
+
+    results = results_of(a, argv, started, load_before, versions, stem, suites)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+    report.write_csv(results, out / f"{stem}.csv")
+    md = report.markdown(results)
+    (out / f"{stem}.md").write_text(md)
+    try:
+        report.chart(results, out / f"{stem}.png")
+    except ImportError:
+        log("matplotlib is missing: no chart (apt-get install python3-matplotlib)")
+    log(f"wrote {out / stem}.md, .png, .json, .csv")
+    print()
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""davsyncd benchmark: data generation, servers, clients, rows, reports."""
