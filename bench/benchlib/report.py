@@ -91,15 +91,27 @@ def main_table(suite: dict, rows_meta: list[dict]) -> str:
     return out.getvalue()
 
 
+def runs_summary(suite: dict) -> str:
+    counts: dict = {}
+    for rid, row in suite["rows"].items():
+        for c, runs in row.items():
+            counts.setdefault(c, set()).add(sum(1 for r in runs if r))
+    parts = []
+    for c in CLIENTS:
+        if c in counts:
+            lo, hi = min(counts[c]), max(counts[c])
+            parts.append(f"{c} {lo}" if lo == hi else f"{c} {lo}–{hi}")
+    return ", ".join(parts)
+
+
 def floor_choices(suite: dict) -> str:
     runs = suite["rows"].get("1", {}).get("floor") or []
-    counts: dict = {}
-    for r in runs:
-        for coll, c in ((r or {}).get("detail", {}).get("candidates") or {}).items():
-            counts.setdefault(coll, {}).setdefault(c["used"], 0)
-            counts[coll][c["used"]] += 1
-    return "; ".join(f"{coll} " + ", ".join(f"{k} {v}×" for k, v in sorted(d.items()))
-                     for coll, d in counts.items())
+    first = (runs[0] or {}).get("detail", {}).get("candidates") if runs else None
+    if not first:
+        return ""
+    return "; ".join(f"{coll} {c['used']} (" + ", ".join(f"{k} {fmt_num(v)} s" for k, v in sorted(c.items())
+                                                   if k != "used") + ")"
+                     for coll, c in first.items())
 
 
 def resource_table(suite: dict) -> str:
@@ -129,8 +141,9 @@ def resource_table(suite: dict) -> str:
 
 def scaling_table(suites: list[dict]) -> str:
     out = io.StringIO()
-    out.write("| Items | Row | davsyncd | vdirsyncer | floor | davsyncd ÷ floor | vdirsyncer ÷ davsyncd |\n")
-    out.write("|---|---|---|---|---|---|---|\n")
+    out.write("| Items | Row | davsyncd | vdirsyncer | floor | davsyncd ÷ floor | vdirsyncer ÷ davsyncd "
+              "| davsyncd CPU | davsyncd peak RSS |\n")
+    out.write("|---|---|---|---|---|---|---|---|---|\n")
     for suite in sorted(suites, key=lambda s: s["scale"]):
         for rid, title in (("1", "first sync"), ("3", "one server change")):
             row = suite["rows"].get(rid)
@@ -138,8 +151,11 @@ def scaling_table(suites: list[dict]) -> str:
                 continue
             st = row_stats(row)
             v = s_fmt(st["vdirsyncer"]) if st["vdirsyncer"] else (suite.get("skip_note", {}).get(rid) or "—")
+            cpu = summarize(field_of(row.get("davsyncd"), "cpu"))
+            rss = summarize([x / 1024 if x else None for x in field_of(row.get("davsyncd"), "maxrss_kb")])
             out.write(f"| {suite['scale']:,} | {title} | {s_fmt(st['davsyncd'])} | {v} | {s_fmt(st['floor'])} | "
-                      f"{ratio_fmt(st['d/f'])} | {ratio_fmt(st['v/d'])} |\n".replace(",", " ", 1))
+                      f"{ratio_fmt(st['d/f'])} | {ratio_fmt(st['v/d'])} | {s_fmt(cpu)} | "
+                      f"{fmt_num(rss.median) + ' MB' if rss else '—'} |\n".replace(",", " ", 1))
     return out.getvalue()
 
 
@@ -159,14 +175,13 @@ def markdown(results: dict) -> str:
         if suite.get("scale") is not None:
             continue
         out.write(f"#### {suite_title(suite)}\n\n")
-        out.write(f"Repeats: {suite['repeat']}" +
-                  "".join(f", {k} {v}" for k, v in suite.get("slow_repeat", {}).items()) + ".\n\n")
+        out.write(f"Runs per row: {runs_summary(suite)}.\n\n")
         out.write(main_table(suite, rows_meta))
         out.write("\n")
         fc = floor_choices(suite)
         if fc:
-            out.write(f"Row 1's floor took the faster of (A) PROPFIND of the token + query with data and "
-                      f"(B) sync-collection with data, per collection and repeat: {fc}.\n\n")
+            out.write(f"Row 1's floor: per collection, the faster of (A) PROPFIND of the token + query with "
+                      f"data and (B) sync-collection with data, as measured in the first repeat: {fc}.\n\n")
         rt = resource_table(suite)
         if rt:
             out.write("Row 7, resource use of the client in row 1:\n\n" + rt + "\n")
@@ -180,6 +195,10 @@ def markdown(results: dict) -> str:
         out.write(f"#### Row 8, scaling ({scale[0]['server_label']}, one address book)\n\n")
         out.write(scaling_table(scale))
         out.write("\n")
+        fcs = [(s["scale"], floor_choices(s)) for s in sorted(scale, key=lambda s: s["scale"])]
+        if any(fc for _, fc in fcs):
+            out.write("Row 1's floor sequence (A: PROPFIND + query, B: sync-collection with data), first repeat: " +
+                      "; ".join(f"{n}: {fc}" for n, fc in fcs if fc) + ".\n\n")
         for s in scale:
             for rid, notes in sorted(s.get("notes", {}).items()):
                 for n in notes:
