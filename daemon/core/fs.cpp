@@ -12,66 +12,159 @@
 namespace davsyncd::fs {
 namespace {
 
-// Owns one file descriptor.
-class Fd {
-public:
-    explicit Fd(int fd) : fd_(fd) {}
-    ~Fd() { if (fd_ >= 0) ::close(fd_); }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    int get() const { return fd_; }
-    int release() { int f = fd_; fd_ = -1; return f; }
-private:
-    int fd_;
-};
-
 [[noreturn]] void fail(const std::string& what, const std::filesystem::path& p) {
     throw IoError(cat(what, " ", p.string(), ": ", std::strerror(errno)));
 }
 
-}  // namespace
-
-void write_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode, Durability durability) {
-    const bool sync = durability == Durability::immediate;
-    std::filesystem::path tmp = path;
-    tmp += ".tmp";
-    {
-        Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-        if (fd.get() < 0) fail("cannot create", tmp);
-        // O_CREAT does not change the mode of an existing stale .tmp file.
-        if (::fchmod(fd.get(), mode) != 0) fail("cannot chmod", tmp);
-        const char* p = data.data();
-        size_t left = data.size();
-        while (left > 0) {
-            ssize_t n = ::write(fd.get(), p, left);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                ::unlink(tmp.c_str());
-                fail("cannot write", tmp);
-            }
-            p += n;
-            left -= static_cast<size_t>(n);
+void write_all(int fd, std::string_view data, const std::filesystem::path& what) {
+    const char* p = data.data();
+    size_t left = data.size();
+    while (left > 0) {
+        ssize_t n = ::write(fd, p, left);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot write", what);
         }
-        if (sync && ::fsync(fd.get()) != 0) { ::unlink(tmp.c_str()); fail("cannot fsync", tmp); }
-        if (::close(fd.release()) != 0) { ::unlink(tmp.c_str()); fail("cannot close", tmp); }
+        p += n;
+        left -= static_cast<size_t>(n);
     }
-    if (::rename(tmp.c_str(), path.c_str()) != 0) { ::unlink(tmp.c_str()); fail("cannot rename to", path); }
-    if (!sync) return;
-    // The rename is durable only once the folder entry is.
-    auto dir = path.parent_path();
-    Fd dfd(::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (dfd.get() >= 0) ::fsync(dfd.get());
 }
 
-void sync_filesystem(const std::filesystem::path& path) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) fail("cannot open", path);
-    if (::syncfs(fd.get()) != 0) fail("cannot sync the file system of", path);
+// O_TMPFILE is missing on some file systems (older NFS, many FUSE ones).
+bool tmpfile_unsupported(int err) { return err == EOPNOTSUPP || err == EISDIR || err == EINVAL || err == ENOENT; }
+
+}  // namespace
+
+void Fd::reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+}
+
+Dir::Dir(std::filesystem::path path) : path_(std::move(path)) {
+    fd_ = Fd(::open(path_.empty() ? "." : path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd_.valid()) fail("cannot open folder", path_);
+}
+
+namespace {
+void check_plain_name(std::string_view name, const std::filesystem::path& dir) {
+    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string_view::npos ||
+        name.find('\0') != std::string_view::npos)
+        throw IoError(cat("not a plain file name in ", dir.string(), ": \"", name, "\""));
+}
+}  // namespace
+
+std::optional<struct stat> Dir::lstat(std::string_view name) const {
+    check_plain_name(name, path_);
+    struct stat st {};
+    if (::fstatat(fd_.get(), std::string(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return st;
+    if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
+    fail("cannot stat", path_ / name);
+}
+
+std::string Dir::read(std::string_view name) const {
+    check_plain_name(name, path_);
+    // O_NOFOLLOW: a symlink planted in the folder could point at any file of
+    // the user; O_NONBLOCK: a FIFO must not hang us before the type check.
+    Fd fd(::openat(fd_.get(), std::string(name).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    if (!fd.valid()) {
+        if (errno == ELOOP) throw IoError(cat("not a regular file: ", (path_ / name).string()));
+        fail("cannot open", path_ / name);
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) fail("cannot stat", path_ / name);
+    if (!S_ISREG(st.st_mode)) throw IoError(cat("not a regular file: ", (path_ / name).string()));
+    std::string out;
+    out.resize(static_cast<size_t>(st.st_size));
+    size_t got = 0;
+    for (;;) {
+        if (got == out.size()) out.resize(out.size() + 65536);  // grew since the fstat
+        ssize_t n = ::read(fd.get(), out.data() + got, out.size() - got);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("cannot read", path_ / name);
+        }
+        if (n == 0) break;
+        got += static_cast<size_t>(n);
+    }
+    out.resize(got);
+    return out;
+}
+
+// The unnamed file needs no temporary name and no rename when the target is
+// new (a first sync: 10 000 of them), and a new inode has exactly `mode`
+// less the umask, so no fchmod either. False when the file system (or a
+// missing /proc) does not allow it; nothing was named then.
+bool Dir::write_unnamed_then_link(const std::string& target, std::string_view data, unsigned mode, bool sync,
+                                  struct stat& st) {
+    Fd fd(::openat(fd_.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, mode));
+    if (!fd.valid()) {
+        if (tmpfile_unsupported(errno)) return false;
+        fail("cannot create a file in", path_);
+    }
+    write_all(fd.get(), data, path_ / target);
+    if (sync && ::fsync(fd.get()) != 0) fail("cannot fsync", path_ / target);
+    if (::fstat(fd.get(), &st) != 0) fail("cannot stat", path_ / target);
+    const std::string self = cat("/proc/self/fd/", fd.get());
+    if (::linkat(AT_FDCWD, self.c_str(), fd_.get(), target.c_str(), AT_SYMLINK_FOLLOW) == 0) return true;
+    if (errno == ENOENT) return false;  // no /proc
+    if (errno != EEXIST) fail("cannot link", path_ / target);
+    // Replacing: name it NAME.tmp (a stale one goes first), then rename over.
+    const std::string tmp = target + ".tmp";
+    ::unlinkat(fd_.get(), tmp.c_str(), 0);
+    if (::linkat(AT_FDCWD, self.c_str(), fd_.get(), tmp.c_str(), AT_SYMLINK_FOLLOW) != 0) fail("cannot link", path_ / tmp);
+    if (::renameat(fd_.get(), tmp.c_str(), fd_.get(), target.c_str()) != 0) {
+        ::unlinkat(fd_.get(), tmp.c_str(), 0);
+        fail("cannot rename to", path_ / target);
+    }
+    return true;
+}
+
+void Dir::write_temp_then_rename(const std::string& target, std::string_view data, unsigned mode, bool sync,
+                                 struct stat& st) {
+    const std::string tmp = target + ".tmp";
+    Fd fd(::openat(fd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode));
+    if (!fd.valid()) fail("cannot create", path_ / tmp);
+    try {
+        // O_CREAT does not change the mode of an existing stale .tmp file.
+        if (::fchmod(fd.get(), mode) != 0) fail("cannot chmod", path_ / tmp);
+        write_all(fd.get(), data, path_ / tmp);
+        if (sync && ::fsync(fd.get()) != 0) fail("cannot fsync", path_ / tmp);
+        if (::fstat(fd.get(), &st) != 0) fail("cannot stat", path_ / tmp);
+        if (::close(fd.release()) != 0) fail("cannot close", path_ / tmp);
+        if (::renameat(fd_.get(), tmp.c_str(), fd_.get(), target.c_str()) != 0) fail("cannot rename to", path_ / target);
+    } catch (...) {
+        ::unlinkat(fd_.get(), tmp.c_str(), 0);
+        throw;
+    }
+}
+
+struct stat Dir::write_atomic(std::string_view name, std::string_view data, unsigned mode, Durability durability) {
+    check_plain_name(name, path_);
+    const bool sync = durability == Durability::immediate;
+    const std::string target(name);
+    struct stat st {};
+    if (!write_unnamed_then_link(target, data, mode, sync, st)) write_temp_then_rename(target, data, mode, sync, st);
+    // The new name is durable only once the folder entry is.
+    if (sync) ::fsync(fd_.get());
+    return st;
+}
+
+void Dir::remove(std::string_view name) {
+    check_plain_name(name, path_);
+    if (::unlinkat(fd_.get(), std::string(name).c_str(), 0) != 0 && errno != ENOENT) fail("cannot remove", path_ / name);
+}
+
+void Dir::sync_filesystem() {
+    if (::syncfs(fd_.get()) != 0) fail("cannot sync the file system of", path_);
+}
+
+void write_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode, Durability durability) {
+    Dir(path.parent_path()).write_atomic(path.filename().string(), data, mode, durability);
 }
 
 std::string read_file(const std::filesystem::path& path) {
     Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) fail("cannot open", path);
+    if (!fd.valid()) fail("cannot open", path);
     std::string out;
     char buf[65536];
     for (;;) {

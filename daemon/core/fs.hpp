@@ -2,7 +2,10 @@
 // Safe to call from any thread.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -13,18 +16,64 @@ struct IoError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// Writes `data` to `path` atomically: NAME.tmp in the same folder, fsync,
-// rename over the target, fsync the folder. Readers see the old or the new
-// content, never a mix; a crash leaves at worst a stray .tmp file.
-// `mode` applies to the new file (0600 for anything secret).
-// Durability::deferred skips both fsyncs: for bulk writes that the caller
-// makes durable at once with sync_filesystem() before recording them.
+// Writes `data` to `path` atomically (see Dir::write_atomic). `mode` applies
+// to the new file (0600 for anything secret).
+// Durability::deferred skips the fsyncs: for bulk writes that the caller
+// makes durable at once with Dir::sync_filesystem() before recording them.
 enum class Durability { immediate, deferred };
 void write_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode = 0644,
                   Durability durability = Durability::immediate);
 
-// syncfs(2) on the file system holding `path`: one flush for many deferred writes.
-void sync_filesystem(const std::filesystem::path& path);
+// Owns one file descriptor.
+class Fd {
+public:
+    explicit Fd(int fd = -1) : fd_(fd) {}
+    ~Fd() { reset(); }
+    Fd(Fd&& o) noexcept : fd_(o.release()) {}
+    Fd& operator=(Fd&& o) noexcept {
+        if (this != &o) { reset(); fd_ = o.release(); }
+        return *this;
+    }
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    int get() const { return fd_; }
+    bool valid() const { return fd_ >= 0; }
+    int release() { int f = fd_; fd_ = -1; return f; }
+    void reset();
+private:
+    int fd_;
+};
+
+// An open folder. Every operation takes a plain file name (no '/': refused)
+// and works relative to the folder's descriptor, so a name is never
+// re-resolved through the path and cannot lead out of the folder; symlinks
+// in it are never followed.
+class Dir {
+public:
+    explicit Dir(std::filesystem::path path);  // the folder must exist; throws IoError
+    const std::filesystem::path& path() const { return path_; }
+
+    std::optional<struct stat> lstat(std::string_view name) const;  // nullopt when missing
+    // A regular file's content; throws IoError for anything else.
+    std::string read(std::string_view name) const;
+    // Readers see the old or the new content, never a mix, and never a
+    // half-written file under any name. A new file is written unnamed
+    // (O_TMPFILE) and linked in when complete; an existing one is replaced
+    // by rename. A crash leaves nothing behind, or at worst NAME.tmp where
+    // O_TMPFILE is not supported. Returns the new file's stat.
+    struct stat write_atomic(std::string_view name, std::string_view data, unsigned mode,
+                             Durability durability = Durability::immediate);
+    void remove(std::string_view name);  // a missing file is not an error
+    void sync_filesystem();               // syncfs(2): one flush for many deferred writes
+
+private:
+    bool write_unnamed_then_link(const std::string& target, std::string_view data, unsigned mode, bool sync,
+                                 struct stat& st);
+    void write_temp_then_rename(const std::string& target, std::string_view data, unsigned mode, bool sync,
+                                struct stat& st);
+    std::filesystem::path path_;
+    Fd fd_;
+};
 
 // Whole file as a string; throws IoError naming the path.
 std::string read_file(const std::filesystem::path& path);

@@ -31,6 +31,7 @@ RemoteCollection::RemoteCollection(HttpClient& http, CollectionInfo info) : http
     if (!u) throw std::invalid_argument(cat("not an http(s) collection URL: ", url::redact(info_.url)));
     base_ = *u;
     if (!base_.path.ends_with('/')) base_.path += '/';
+    decoded_path_ = url::percent_decode(base_.path);
 }
 
 std::string RemoteCollection::absolute(const Href& href) const {
@@ -49,7 +50,7 @@ std::optional<Href> RemoteCollection::member(std::string_view href) const {
         return std::nullopt;
     }
     // Compare decoded paths: servers spell the same path with different escapes.
-    std::string coll = url::percent_decode(base_.path);
+    const std::string& coll = decoded_path_;
     std::string path = url::percent_decode(u->path);
     if (path == coll || path + "/" == coll) return std::nullopt;  // the collection itself
     if (!path.starts_with(coll) || path.find('/', coll.size()) != std::string::npos) {

@@ -132,11 +132,17 @@ const Element* Document::root() const { return doc_->RootElement(); }
 
 // --- names ------------------------------------------------------------------
 
-std::string namespace_of(const Element* e) {
+std::string_view namespace_of(const Element* e) {
     if (!e) return {};
     SplitName name = split_name(e);
     if (name.has_prefix && name.prefix == "xml") return "http://www.w3.org/XML/1998/namespace";
-    std::string attr = name.has_prefix ? cat("xmlns:", name.prefix) : std::string("xmlns");
+    // Runs for every element of a 10 000-item multistatus: short prefixes
+    // stay in the string's inline buffer, so this does not allocate.
+    std::string attr = "xmlns";
+    if (name.has_prefix) {
+        attr += ':';
+        attr += name.prefix;
+    }
     for (const tinyxml2::XMLNode* n = e; n; n = n->Parent()) {
         const Element* el = n->ToElement();
         if (!el) break;  // reached the document
@@ -156,7 +162,7 @@ bool is(const Element* e, std::string_view ns, std::string_view local) {
 
 bool is_push(const Element* e, std::string_view local) {
     if (!e || local_name(e) != local) return false;
-    std::string ns = namespace_of(e);
+    std::string_view ns = namespace_of(e);
     return ns == kPush || ns == kPushLegacy;
 }
 
@@ -294,7 +300,7 @@ std::optional<QName> error_condition(std::string_view body) {
         if (!is(root, kDav, "error")) return std::nullopt;
         const Element* first = root->FirstChildElement();
         if (!first) return std::nullopt;
-        return QName{namespace_of(first), std::string(local_name(first))};
+        return QName{std::string(namespace_of(first)), std::string(local_name(first))};
     } catch (const XmlError&) {
         return std::nullopt;
     }

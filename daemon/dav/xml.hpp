@@ -46,7 +46,7 @@ private:
 
 // Namespace URI of an element ("" when none), resolved through xmlns
 // attributes on it and its ancestors.
-std::string namespace_of(const Element* e);
+std::string_view namespace_of(const Element* e);  // points into the document
 // Local name without prefix.
 std::string_view local_name(const Element* e);
 bool is(const Element* e, std::string_view ns, std::string_view local);

@@ -518,9 +518,7 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
     }
     if (!plan.empty()) {
         std::string lines;
-        for (const auto& p : plan)
-            lines += nlohmann::json{{"key", p.key}, {"href", p.item->href.str()}, {"etag", p.item->etag.str()},
-                                    {"file", p.file}, {"hash", p.hash}}.dump() + "\n";
+        for (const auto& p : plan) lines += journal_line(p.key, ItemState{p.item->href, p.item->etag, p.file, p.hash});
         fs::make_dirs(opts_.state_file.parent_path(), 0700);
         append_durably(journal_path(opts_.state_file), lines);
     }

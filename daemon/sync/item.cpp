@@ -211,18 +211,17 @@ std::optional<std::string> modification_stamp(std::string_view content) {
 std::string content_hash(std::string_view content) {
     // Line endings do not count: XML parsing turns the CRLF of iCalendar
     // into LF, servers store either, and neither is a change by the user.
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw std::runtime_error("SHA-256 failed");
-    size_t start = 0;
-    for (size_t i = 0; i <= content.size(); ++i) {
-        if (i == content.size() || (content[i] == '\r' && i + 1 < content.size() && content[i + 1] == '\n')) {
-            if (EVP_DigestUpdate(ctx.get(), content.data() + start, i - start) != 1) throw std::runtime_error("SHA-256 failed");
-            start = i + 1;
-        }
+    std::string lf;
+    if (content.find("\r\n") != std::string_view::npos) {
+        lf.reserve(content.size());
+        for (size_t i = 0; i < content.size(); ++i)
+            if (!(content[i] == '\r' && i + 1 < content.size() && content[i + 1] == '\n')) lf.push_back(content[i]);
+        content = lf;
     }
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
-    if (EVP_DigestFinal_ex(ctx.get(), digest, &len) != 1) throw std::runtime_error("SHA-256 failed");
+    if (EVP_Digest(content.data(), content.size(), digest, &len, EVP_sha256(), nullptr) != 1)
+        throw std::runtime_error("SHA-256 failed");
     static const char hex[] = "0123456789abcdef";
     std::string out;
     out.reserve(len * 2);

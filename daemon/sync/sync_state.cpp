@@ -289,6 +289,21 @@ void append_number(std::string& out, Int v) {
 
 }  // namespace
 
+std::string journal_line(const std::string& key, const ItemState& item) {
+    std::string out = "{\"key\":";
+    append_json_string(out, key);
+    out += ",\"href\":";
+    append_json_string(out, item.href.str());
+    out += ",\"etag\":";
+    append_json_string(out, item.etag.str());
+    out += ",\"file\":";
+    append_json_string(out, item.file);
+    out += ",\"hash\":";
+    append_json_string(out, item.hash);
+    out += "}\n";
+    return out;
+}
+
 const ItemState* CollectionState::find_by_file(const std::string& file) const {
     for (const auto& [key, item] : items)
         if (item.file == file) return &item;

@@ -48,6 +48,10 @@ struct CollectionState {
     void save(const std::filesystem::path& path) const;
 };
 
+// One line of the download journal: {"key":..,"href":..,"etag":..,"file":..,"hash":..}
+// and a newline (read back by CollectionSync's recovery with any JSON parser).
+std::string journal_line(const std::string& key, const ItemState& item);
+
 // The key under which an href is stored: percent-decoded path.
 std::string href_key(const Href& href);
 

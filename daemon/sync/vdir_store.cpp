@@ -55,17 +55,13 @@ int64_t mtime_ns_of(const struct stat& st) {
     return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + static_cast<int64_t>(st.st_mtim.tv_nsec);
 }
 
-// lstat: true when something (of any type) is there, false when missing.
-bool lstat_path(const std::filesystem::path& p, struct stat& st) {
-    if (::lstat(p.c_str(), &st) == 0) return true;
-    if (errno == ENOENT || errno == ENOTDIR) return false;
-    throw fs::IoError(cat("cannot stat ", p.string(), ": ", std::strerror(errno)));
-}
-
-std::filesystem::path metadata_path(const std::filesystem::path& folder, const std::string& key) {
+void check_metadata_key(const std::string& key) {
     if (key != "displayname" && key != "color" && key != "description")
         throw std::invalid_argument(cat("unknown vdir metadata key \"", printable(key), "\""));
-    return folder / key;
+}
+
+LocalFile local_file(const std::string& name, const struct stat& st) {
+    return LocalFile{name, mtime_ns_of(st), static_cast<uint64_t>(st.st_size)};
 }
 
 std::string without_newlines(std::string_view s) {
@@ -78,15 +74,20 @@ std::string without_newlines(std::string_view s) {
 
 }  // namespace
 
-VdirStore::VdirStore(std::filesystem::path folder, ItemFormat format)
-    // Absolute, so that the lexical is_inside() check also works for "." and the like.
-    : folder_(folder.is_absolute() ? std::move(folder) : std::filesystem::absolute(folder)), format_(format) {
-    fs::make_dirs(folder_, 0700);
+namespace {
+std::filesystem::path made(std::filesystem::path folder) {
+    // Absolute, so that messages name the real place.
+    if (!folder.is_absolute()) folder = std::filesystem::absolute(folder);
+    fs::make_dirs(folder, 0700);
+    return folder;
 }
+}  // namespace
+
+VdirStore::VdirStore(std::filesystem::path folder, ItemFormat format) : dir_(made(std::move(folder))), format_(format) {}
 
 std::vector<LocalFile> VdirStore::list() const {
-    DIR* dir = ::opendir(folder_.c_str());
-    if (!dir) throw fs::IoError(cat("cannot open folder ", folder_.string(), ": ", std::strerror(errno)));
+    DIR* dir = ::opendir(folder().c_str());
+    if (!dir) throw fs::IoError(cat("cannot open folder ", folder().string(), ": ", std::strerror(errno)));
     std::vector<LocalFile> out;
     int dfd = ::dirfd(dir);
     for (;;) {
@@ -96,7 +97,7 @@ std::vector<LocalFile> VdirStore::list() const {
             if (errno != 0) {
                 int err = errno;
                 ::closedir(dir);
-                throw fs::IoError(cat("cannot read folder ", folder_.string(), ": ", std::strerror(err)));
+                throw fs::IoError(cat("cannot read folder ", folder().string(), ": ", std::strerror(err)));
             }
             break;
         }
@@ -105,7 +106,7 @@ std::vector<LocalFile> VdirStore::list() const {
         struct stat st {};
         if (::fstatat(dfd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // vanished meanwhile
         if (!S_ISREG(st.st_mode)) continue;  // symlinks, folders, devices
-        out.push_back(LocalFile{std::move(name), mtime_ns_of(st), static_cast<uint64_t>(st.st_size)});
+        out.push_back(local_file(name, st));
     }
     ::closedir(dir);
     std::sort(out.begin(), out.end(), [](const LocalFile& a, const LocalFile& b) { return a.name < b.name; });
@@ -113,43 +114,32 @@ std::vector<LocalFile> VdirStore::list() const {
 }
 
 std::optional<LocalFile> VdirStore::stat(const std::string& name) const {
-    struct stat st {};
-    if (!lstat_path(path_of(name), st) || !S_ISREG(st.st_mode)) return std::nullopt;
-    return LocalFile{name, mtime_ns_of(st), static_cast<uint64_t>(st.st_size)};
+    check_name(name);
+    auto st = dir_.lstat(name);
+    if (!st || !S_ISREG(st->st_mode)) return std::nullopt;
+    return local_file(name, *st);
 }
 
 std::string VdirStore::read(const std::string& name) const {
-    auto path = path_of(name);
-    // Never follow a symlink planted in the folder (it could point at any
-    // file of the user, which would then be uploaded).
-    struct stat st {};
-    if (lstat_path(path, st) && !S_ISREG(st.st_mode))
-        throw fs::IoError(cat("not a regular file: ", path.string()));
-    return fs::read_file(path);
+    check_name(name);
+    return dir_.read(name);  // never through a symlink planted in the folder
 }
 
-void VdirStore::flush() { fs::sync_filesystem(folder_); }
+void VdirStore::flush() { dir_.sync_filesystem(); }
 
 LocalFile VdirStore::write(const std::string& name, std::string_view content, fs::Durability durability) {
-    auto path = path_of(name);
-    fs::write_atomic(path, content, 0600, durability);
-    auto st = stat(name);
-    if (!st) throw fs::IoError(cat("file vanished after writing: ", path.string()));
-    return *st;
+    check_name(name);
+    return local_file(name, dir_.write_atomic(name, content, 0600, durability));
 }
 
 void VdirStore::remove(const std::string& name) {
-    auto path = path_of(name);
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-        throw fs::IoError(cat("cannot remove ", path.string(), ": ", std::strerror(errno)));
+    check_name(name);
+    dir_.remove(name);
 }
 
 std::string VdirStore::new_name(const std::optional<std::string>& uid) const {
     const std::string ext = extension(format_);
-    auto taken = [&](const std::string& name) {
-        struct stat st {};
-        return lstat_path(folder_ / name, st);
-    };
+    auto taken = [&](const std::string& name) { return dir_.lstat(name).has_value(); };
     if (uid && uid_is_safe(*uid)) {
         std::string name = *uid + ext;
         if (valid_name(name) && !taken(name)) return name;
@@ -158,7 +148,7 @@ std::string VdirStore::new_name(const std::optional<std::string>& uid) const {
         std::string name = random_uuid() + ext;
         if (!taken(name)) return name;
     }
-    throw fs::IoError(cat("cannot find a free file name in ", folder_.string()));
+    throw fs::IoError(cat("cannot find a free file name in ", folder().string()));
 }
 
 bool VdirStore::valid_name(const std::string& name) const {
@@ -172,34 +162,31 @@ bool VdirStore::valid_name(const std::string& name) const {
 }
 
 void VdirStore::set_metadata(const std::string& key, const std::string& value) {
-    auto path = metadata_path(folder_, key);
+    check_metadata_key(key);
     std::string clean = without_newlines(value);
     if (clean.empty()) {
-        if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-            throw fs::IoError(cat("cannot remove ", path.string(), ": ", std::strerror(errno)));
+        dir_.remove(key);
         return;
     }
     if (metadata(key) == clean) return;
     // The rename replaces whatever is there (even a symlink) rather than writing through it.
-    fs::write_atomic(path, clean, 0600);
+    dir_.write_atomic(key, clean, 0600);
 }
 
 std::string VdirStore::metadata(const std::string& key) const {
-    auto path = metadata_path(folder_, key);
-    struct stat st {};
-    if (!lstat_path(path, st) || !S_ISREG(st.st_mode)) return "";
+    check_metadata_key(key);
+    auto st = dir_.lstat(key);
+    if (!st || !S_ISREG(st->st_mode)) return "";
     // Other tools may have written a trailing newline.
-    std::string value = fs::read_file(path);
+    std::string value = dir_.read(key);
     while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) value.pop_back();
     return value;
 }
 
-std::filesystem::path VdirStore::path_of(const std::string& name) const {
+// valid_name() allows no '/' and no "." or "..": such a name stays inside
+// the folder, and fs::Dir works relative to the folder's descriptor.
+void VdirStore::check_name(const std::string& name) const {
     if (!valid_name(name)) throw std::invalid_argument(cat("invalid item file name \"", printable(name), "\""));
-    auto path = folder_ / name;
-    if (!fs::is_inside(folder_, path))
-        throw std::invalid_argument(cat("item file name \"", printable(name), "\" leaves ", folder_.string()));
-    return path;
 }
 
 }  // namespace davsyncd::sync

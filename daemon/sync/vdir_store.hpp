@@ -4,7 +4,7 @@
 //
 // Every path is built from a validated file name inside the folder: a remote
 // href, a UID or a display name can never name a path outside it. Writes are
-// atomic (NAME.tmp, fsync, rename).
+// atomic (fs::Dir::write_atomic).
 //
 // Thread affinity: one thread at a time (the sync job owning it).
 #pragma once
@@ -32,7 +32,7 @@ public:
     // Creates the folder (0700 parents) when missing.
     VdirStore(std::filesystem::path folder, ItemFormat format);
 
-    const std::filesystem::path& folder() const { return folder_; }
+    const std::filesystem::path& folder() const { return dir_.path(); }
     ItemFormat format() const { return format_; }
 
     // Regular files with this store's extension; skips *.tmp, hidden files,
@@ -64,8 +64,8 @@ public:
     std::string metadata(const std::string& key) const;                   // "" when missing
 
 private:
-    std::filesystem::path path_of(const std::string& name) const;  // throws on an invalid name
-    std::filesystem::path folder_;
+    void check_name(const std::string& name) const;  // throws std::invalid_argument
+    fs::Dir dir_;
     ItemFormat format_;
 };
 

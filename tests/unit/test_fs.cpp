@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "core/fs.hpp"
 
@@ -40,6 +42,56 @@ TEST_CASE("write_atomic applies the mode, also over a stale temp file") {
     struct stat st{};
     REQUIRE(::stat(f.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
+}
+
+TEST_CASE("Dir writes a new file whole, under its name only, with the mode and the stat it returns") {
+    TempDir t;
+    fs::Dir dir(t.path);
+    auto st = dir.write_atomic("new.vcf", "BEGIN:VCARD\n", 0600, fs::Durability::deferred);
+    dir.sync_filesystem();
+    std::vector<std::string> names;
+    for (auto& e : stdfs::directory_iterator(t.path)) names.push_back(e.path().filename());
+    CHECK(names == std::vector<std::string>{"new.vcf"});
+    struct stat now{};
+    REQUIRE(::stat((t.path / "new.vcf").c_str(), &now) == 0);
+    CHECK((now.st_mode & 0777) == 0600);
+    CHECK(now.st_size == st.st_size);
+    CHECK(now.st_mtim.tv_nsec == st.st_mtim.tv_nsec);
+    CHECK(dir.read("new.vcf") == "BEGIN:VCARD\n");
+}
+
+TEST_CASE("Dir replaces a file, a stale temp file and a symlink without writing through it") {
+    TempDir t;
+    fs::Dir dir(t.path);
+    dir.write_atomic("a.ics", "one", 0600);
+    fs::write_atomic(t.path / "a.ics.tmp", "stale", 0644);
+    dir.write_atomic("a.ics", "two", 0600);
+    CHECK(dir.read("a.ics") == "two");
+    CHECK_FALSE(stdfs::exists(t.path / "a.ics.tmp"));
+
+    fs::write_atomic(t.path / "target", "keep me", 0600);
+    stdfs::create_symlink(t.path / "target", t.path / "link.ics");
+    dir.write_atomic("link.ics", "new", 0600);
+    CHECK_FALSE(stdfs::is_symlink(t.path / "link.ics"));
+    CHECK(fs::read_file(t.path / "target") == "keep me");
+}
+
+TEST_CASE("Dir reads regular files only and refuses names that leave the folder") {
+    TempDir t;
+    fs::Dir dir(t.path);
+    fs::write_atomic(t.path / "secret", "x", 0600);
+    stdfs::create_symlink(t.path / "secret", t.path / "s.ics");
+    REQUIRE(::mkfifo((t.path / "f.ics").c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(dir.read("s.ics"), doctest::Contains("not a regular file"), fs::IoError);
+    CHECK_THROWS_WITH_AS(dir.read("f.ics"), doctest::Contains("f.ics"), fs::IoError);  // and does not hang
+    CHECK_FALSE(dir.lstat("missing.ics").has_value());
+    for (const char* bad : {"../x.ics", "a/b.ics", "..", ".", ""}) {
+        CHECK_THROWS_AS(dir.write_atomic(bad, "x", 0600), fs::IoError);
+        CHECK_THROWS_AS(dir.read(bad), fs::IoError);
+    }
+    CHECK_FALSE(stdfs::exists(t.path.parent_path() / "x.ics"));
+    dir.remove("missing.ics");  // not an error
+    CHECK_THROWS_WITH_AS(fs::Dir(t.path / "nope"), doctest::Contains("nope"), fs::IoError);
 }
 
 TEST_CASE("read_file names the path when it fails") {
