@@ -121,7 +121,9 @@ int run_daemon(davsyncd::config::Config cfg, const davsyncd::fs::XdgDirs& xdg) {
         return 1;
     }
     loop.run();
-    return 0;
+    // Without its bus the daemon cannot be reached; a failure status lets
+    // systemd restart it if the session goes on.
+    return daemon.lost_bus() ? 1 : 0;
 }
 
 }  // namespace

@@ -21,8 +21,9 @@ uint32_t to_epoll(short poll_events) {
 }
 }  // namespace
 
-BusPump::BusPump(core::EventLoop& loop, sdbus::IConnection& connection)
+BusPump::BusPump(core::EventLoop& loop, sdbus::IConnection& connection, std::function<void()> on_lost)
     : connection_(connection),
+      on_lost_(std::move(on_lost)),
       fd_(loop, [this](uint32_t) { process(); }),
       timeout_(loop, [this] { process(); }),
       after_send_(loop, [this] { process(); }) {
@@ -32,15 +33,24 @@ BusPump::BusPump(core::EventLoop& loop, sdbus::IConnection& connection)
 }
 
 void BusPump::process() {
-    while (connection_.processPendingRequest()) {
-    }
-    auto pd = connection_.getEventLoopPollData();
-    fd_.modify(to_epoll(pd.events));
-    if (pd.timeout_usec == UINT64_MAX) {
+    if (lost_) return;
+    try {
+        while (connection_.processPendingRequest()) {
+        }
+        auto pd = connection_.getEventLoopPollData();
+        fd_.modify(to_epoll(pd.events));
+        if (pd.timeout_usec == UINT64_MAX) {
+            timeout_.cancel();
+        } else {
+            // sd-bus speaks CLOCK_MONOTONIC, which is what steady_clock is on Linux.
+            timeout_.schedule_at(core::TimePoint(std::chrono::duration_cast<core::Duration>(pd.getAbsoluteTimeout())));
+        }
+    } catch (const sdbus::Error& e) {
+        lost_ = true;
+        fd_.cancel();
         timeout_.cancel();
-    } else {
-        // sd-bus speaks CLOCK_MONOTONIC, which is what steady_clock is on Linux.
-        timeout_.schedule_at(core::TimePoint(std::chrono::duration_cast<core::Duration>(pd.getAbsoluteTimeout())));
+        log::notice("lost the session bus (", e.getMessage(), ")");
+        on_lost_();
     }
 }
 
@@ -50,7 +60,10 @@ Daemon::Daemon(core::EventLoop& loop, sdbus::IConnection& connection, std::files
                fs::XdgDirs xdg)
     : loop_(loop),
       connection_(connection),
-      pump_(loop, connection),
+      pump_(loop, connection, [this] {
+          lost_bus_ = true;
+          shutdown();
+      }),
       config_path_(std::move(config_path)),
       xdg_(std::move(xdg)),
       deferred_apply_(loop, [this] {

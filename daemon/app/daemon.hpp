@@ -6,6 +6,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,7 +26,9 @@ namespace davsyncd::app {
 // each wake-up (sdbus-c++ 1.2 needs processPendingRequest() drained).
 class BusPump {
 public:
-    BusPump(core::EventLoop& loop, sdbus::IConnection& connection);
+    // `on_lost` runs once when the connection fails (the bus went away: the
+    // session is ending, or dbus-daemon died); the pump stops watching then.
+    BusPump(core::EventLoop& loop, sdbus::IConnection& connection, std::function<void()> on_lost);
     // Call after sending signals or replies: the connection is processed on
     // the next loop iteration (never re-entered from inside a bus callback),
     // so the queued bytes go out and the watches are re-armed.
@@ -35,6 +38,8 @@ private:
     void process();
 
     sdbus::IConnection& connection_;
+    std::function<void()> on_lost_;
+    bool lost_ = false;
     core::FdWatch fd_;
     core::Timer timeout_;
     core::Defer after_send_;
@@ -54,6 +59,8 @@ public:
     void sync_all();
     // SIGTERM: ask running jobs to stop at the next item, wait for them, quit.
     void shutdown();
+    // True when the daemon stopped because the session bus went away.
+    bool lost_bus() const { return lost_bus_; }
 
 private:
     void apply(config::Config cfg);
@@ -73,6 +80,7 @@ private:
     std::optional<config::Config> pending_;  // loaded by Reload(), applied right after
     core::Defer deferred_apply_;
     std::string last_status_;
+    bool lost_bus_ = false;
 };
 
 }  // namespace davsyncd::app

@@ -56,7 +56,7 @@ void ManagerObject::update(const ManagerValues& values) {
     diff(changed, "PushDistributor", v_.push_distributor, values.push_distributor);
     diff(changed, "Accounts", v_.accounts, values.accounts);
     v_ = values;
-    if (!changed.empty()) emitPropertiesChangedSignal(Manager1_adaptor::INTERFACE_NAME, changed);
+    if (!changed.empty()) emit_quietly([&] { emitPropertiesChangedSignal(Manager1_adaptor::INTERFACE_NAME, changed); });
 }
 
 // --- Account ---------------------------------------------------------------------
@@ -69,7 +69,7 @@ AccountObject::AccountObject(sdbus::IConnection& connection, const std::string& 
 }
 
 AccountObject::~AccountObject() {
-    emitInterfacesRemovedSignal({Account1_adaptor::INTERFACE_NAME});
+    emit_quietly([&] { emitInterfacesRemovedSignal({Account1_adaptor::INTERFACE_NAME}); });
     unregisterAdaptor();
 }
 
@@ -86,7 +86,7 @@ void AccountObject::update(const AccountValues& values) {
     diff(changed, "PushState", v_.push_state, values.push_state);
     diff(changed, "Collections", v_.collections, values.collections);
     v_ = values;
-    if (!changed.empty()) emitPropertiesChangedSignal(Account1_adaptor::INTERFACE_NAME, changed);
+    if (!changed.empty()) emit_quietly([&] { emitPropertiesChangedSignal(Account1_adaptor::INTERFACE_NAME, changed); });
 }
 
 // --- Collection ----------------------------------------------------------------------
@@ -99,7 +99,7 @@ CollectionObject::CollectionObject(sdbus::IConnection& connection, const std::st
 }
 
 CollectionObject::~CollectionObject() {
-    emitInterfacesRemovedSignal({Collection1_adaptor::INTERFACE_NAME});
+    emit_quietly([&] { emitInterfacesRemovedSignal({Collection1_adaptor::INTERFACE_NAME}); });
     unregisterAdaptor();
 }
 
@@ -117,7 +117,7 @@ void CollectionObject::update(const CollectionValues& values) {
     diff(changed, "PushExpires", v_.push_expires, values.push_expires);
     diff(changed, "PendingPushes", v_.pending_pushes, values.pending_pushes);
     v_ = values;
-    if (!changed.empty()) emitPropertiesChangedSignal(Collection1_adaptor::INTERFACE_NAME, changed);
+    if (!changed.empty()) emit_quietly([&] { emitPropertiesChangedSignal(Collection1_adaptor::INTERFACE_NAME, changed); });
 }
 
 }  // namespace davsyncd::bus

@@ -13,11 +13,24 @@
 
 #include <sdbus-c++/sdbus-c++.h>
 
+#include "core/log.hpp"
 #include "Account1-adaptor.h"
 #include "Collection1-adaptor.h"
 #include "Manager1-adaptor.h"
 
 namespace davsyncd::bus {
+
+// A signal to a bus that has gone away (the session is ending) is not worth
+// dying for, least of all in a destructor: BusPump notices the lost
+// connection and stops the daemon.
+template <typename Fn>
+void emit_quietly(Fn&& emit) noexcept {
+    try {
+        emit();
+    } catch (const sdbus::Error& e) {
+        log::debug("D-Bus signal not sent: ", e.getMessage());
+    }
+}
 
 inline constexpr const char* kBusName = "io.github.davsyncd";
 inline constexpr const char* kRootPath = "/io/github/davsyncd";
@@ -85,9 +98,11 @@ public:
                   std::function<void()> on_sync);
     ~AccountObject();
     void update(const AccountValues& values);
-    void sync_started(uint64_t id, const std::vector<std::string>& reasons) { emitSyncStarted(id, reasons); }
+    void sync_started(uint64_t id, const std::vector<std::string>& reasons) {
+        emit_quietly([&] { emitSyncStarted(id, reasons); });
+    }
     void sync_finished(uint64_t id, const std::string& result, const std::string& summary) {
-        emitSyncFinished(id, result, summary);
+        emit_quietly([&] { emitSyncFinished(id, result, summary); });
     }
 
 private:
@@ -126,7 +141,7 @@ public:
     ~CollectionObject();
     void update(const CollectionValues& values);
     void changed(const std::vector<std::string>& written, const std::vector<std::string>& removed) {
-        if (!written.empty() || !removed.empty()) emitChanged(written, removed);
+        if (!written.empty() || !removed.empty()) emit_quietly([&] { emitChanged(written, removed); });
     }
 
 private:

@@ -870,3 +870,24 @@ def test_idle_daemon_does_not_wake_up(radicale, daemon_env, bus, start_daemon, t
     assert wakeups < 20, report
     assert rss_kb < 30 * 1024, report
     assert d.proc.poll() is None
+
+
+# ------------------------------------------------------------------ 8. the bus goes away
+
+
+def test_losing_the_session_bus_stops_the_daemon_cleanly(radicale, daemon_env, bus, demo):
+    # Logout takes the session bus down before (or while) the user's services
+    # stop. The daemon must notice, stop its jobs and exit with a failure
+    # status (so that systemd restarts it if the session goes on) instead of
+    # aborting in a destructor that could no longer send InterfacesRemoved.
+    bus.watchdog = None
+    bus.stop()
+    rc = demo.wait_exit(20)
+    log = demo.log()
+    assert rc == 1, f"exit status {rc}; log:\n{log[-2000:]}"
+    assert "lost the session bus" in log
+    assert "terminate called" not in log and "Aborted" not in log
+    # What the first sync wrote is still consistent: a one-shot sync has nothing to do.
+    res = daemon_env.run("--config", demo.config, "--once")
+    assert res.returncode == 0, res.stderr
+    assert " 0 down, 0 up" in res.stdout and "FAILED" not in res.stdout
