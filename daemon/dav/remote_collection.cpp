@@ -66,20 +66,21 @@ void RemoteCollection::fail(const Request& req, const Response& resp) const {
                       resp.status, resp.retry_after());
 }
 
-CollectionVersion RemoteCollection::version() {
+std::string RemoteCollection::current_property(std::string_view ns, std::string_view name) {
     auto req = Request::propfind(info_.url, "0",
-                                 cat(kXmlHead, R"(<D:propfind xmlns:D="DAV:" xmlns:CS="http://calendarserver.org/ns/">)",
-                                     R"(<D:prop><D:sync-token/><CS:getctag/></D:prop></D:propfind>)"));
+                                 cat(kXmlHead, R"(<D:propfind xmlns:D="DAV:" xmlns:P=")", ns, R"("><D:prop><P:)", name,
+                                     "/></D:prop></D:propfind>"));
     auto resp = http_.send(req);
     if (resp.status != 207) fail(req, resp);
     xml::Document doc(resp.body);
-    CollectionVersion v;
-    for (const auto& r : xml::parse_multistatus(doc).responses) {
-        if (auto* t = r.find_prop(xml::kDav, "sync-token")) v.token = SyncToken(xml::text(t, 4096));
-        if (auto* c = r.find_prop(xml::kCalServer, "getctag")) v.ctag = CTag(xml::text(c, 4096));
-    }
-    return v;
+    for (const auto& r : xml::parse_multistatus(doc).responses)
+        if (auto* p = r.find_prop(ns, name)) return xml::text(p, 4096);
+    return {};
 }
+
+SyncToken RemoteCollection::current_token() { return SyncToken(current_property(xml::kDav, "sync-token")); }
+
+CTag RemoteCollection::current_ctag() { return CTag(current_property(xml::kCalServer, "getctag")); }
 
 ChangePage RemoteCollection::changes_since(const SyncToken& token) {
     std::string body = cat(kXmlHead, R"(<D:sync-collection xmlns:D="DAV:">)",

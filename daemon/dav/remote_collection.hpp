@@ -55,11 +55,6 @@ struct WriteResult {
     bool not_found() const { return status == 404 || status == 410; }
 };
 
-struct CollectionVersion {
-    SyncToken token;
-    CTag ctag;
-};
-
 class RemoteCollection {
 public:
     RemoteCollection(HttpClient& http, CollectionInfo info);
@@ -69,8 +64,11 @@ public:
     bool is_addressbook() const { return info_.kind == CollectionKind::addressbook; }
     uint64_t requests_sent() const { return http_.requests_sent(); }
 
-    // Depth-0 PROPFIND of sync-token and getctag.
-    CollectionVersion version();
+    // Depth-0 PROPFIND of the sync-token alone, or of the getctag alone:
+    // servers compute each from every item (Radicale 3.1.8, 10 000 contacts:
+    // 1.0-1.4 s for one, 1.9-3.0 s for both), so never ask for both.
+    SyncToken current_token();
+    CTag current_ctag();
     // REPORT sync-collection asking for etags only. Throws InvalidSyncToken.
     ChangePage changes_since(const SyncToken& token);
     // PROPFIND Depth 1 of getetag (servers without sync-collection).
@@ -100,6 +98,7 @@ private:
     // on another origin, outside the collection, or the collection itself.
     std::optional<Href> member(std::string_view href) const;
     [[noreturn]] void fail(const Request& req, const Response& resp) const;
+    std::string current_property(std::string_view ns, std::string_view name);  // "" when absent
 
     HttpClient& http_;
     CollectionInfo info_;

@@ -419,7 +419,7 @@ void CollectionSync::recover_with_listing() {
 // First sync: the cheapest complete listing. The token is read first, so
 // anything that changes while we list is reported again next time.
 void CollectionSync::pull_full_listing() {
-    auto version = remote_.version();
+    auto token = remote_.current_token();
     auto all = remote_.list_all();
     std::set<std::string> present;
     for (const auto& m : all) present.insert(href_key(m.href));
@@ -430,19 +430,19 @@ void CollectionSync::pull_full_listing() {
 
     store_downloads(all);
     for (const auto& key : gone) apply_remote_deletion(key);
-    state_.token = version.token;
+    state_.token = token;
     save_state();
 }
 
 // Servers without sync-collection: the ctag says whether anything changed,
 // a Depth-1 PROPFIND of etags says what.
 void CollectionSync::pull_by_ctag() {
-    auto version = remote_.version();
-    if (!version.ctag.empty() && version.ctag == state_.ctag) return;
+    auto ctag = remote_.current_ctag();
+    if (!ctag.empty() && ctag == state_.ctag) return;
     auto members = remote_.list_etags();
     reconcile_listing(members);
     if (report_.refused_mass_deletion) return;
-    state_.ctag = version.ctag;
+    state_.ctag = ctag;
     save_state();
 }
 

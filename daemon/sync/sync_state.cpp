@@ -287,12 +287,9 @@ void append_number(std::string& out, Int v) {
     out.append(buf, res.ptr);
 }
 
-}  // namespace
-
-std::string journal_line(const std::string& key, const ItemState& item) {
-    std::string out = "{\"key\":";
-    append_json_string(out, key);
-    out += ",\"href\":";
+// "href":..,"etag":..,"file":..,"hash":.. (shared by the state and the journal).
+void append_item_fields(std::string& out, const ItemState& item) {
+    out += "\"href\":";
     append_json_string(out, item.href.str());
     out += ",\"etag\":";
     append_json_string(out, item.etag.str());
@@ -300,6 +297,15 @@ std::string journal_line(const std::string& key, const ItemState& item) {
     append_json_string(out, item.file);
     out += ",\"hash\":";
     append_json_string(out, item.hash);
+}
+
+}  // namespace
+
+std::string journal_line(const std::string& key, const ItemState& item) {
+    std::string out = "{\"key\":";
+    append_json_string(out, key);
+    out.push_back(',');
+    append_item_fields(out, item);
     out += "}\n";
     return out;
 }
@@ -324,7 +330,10 @@ CollectionState CollectionState::load(const std::filesystem::path& path) {
     } catch (const json::exception& e) {
         reader.problem = e.what();
     }
-    if (ok) return std::move(reader.state);
+    if (ok) {
+        reader.state.on_disk_ = std::move(text);
+        return std::move(reader.state);
+    }
 
     std::string problem = reader.problem.empty() ? std::string("not valid JSON") : reader.problem;
     auto aside = path;
@@ -358,14 +367,8 @@ void CollectionState::save(const std::filesystem::path& path) const {
         if (!first) out.push_back(',');
         first = false;
         append_json_string(out, key);
-        out += ":{\"href\":";
-        append_json_string(out, item.href.str());
-        out += ",\"etag\":";
-        append_json_string(out, item.etag.str());
-        out += ",\"file\":";
-        append_json_string(out, item.file);
-        out += ",\"hash\":";
-        append_json_string(out, item.hash);
+        out += ":{";
+        append_item_fields(out, item);
         out += ",\"mtime_ns\":";
         append_number(out, item.mtime_ns);
         out += ",\"size\":";
@@ -373,8 +376,12 @@ void CollectionState::save(const std::filesystem::path& path) const {
         out.push_back('}');
     }
     out += "}}";
+    // A sync that changed nothing must not rewrite (and fsync) a file of a
+    // few megabytes: that is disk wear and wake-ups for nothing.
+    if (out == on_disk_) return;
     if (path.has_parent_path()) fs::make_dirs(path.parent_path(), 0700);
     fs::write_atomic(path, out, 0600);
+    on_disk_ = std::move(out);
 }
 
 std::string href_key(const Href& href) {

@@ -44,8 +44,12 @@ struct CollectionState {
     // moved aside to "<file>.corrupt" with a warning and an empty state is
     // returned (a full resync then reconciles by content, losing nothing).
     static CollectionState load(const std::filesystem::path& path);
-    // Atomic write, mode 0600.
+    // Atomic write, mode 0600; nothing is written when the file already
+    // holds exactly this state (as loaded or last saved by this object).
     void save(const std::filesystem::path& path) const;
+
+private:
+    mutable std::string on_disk_;  // the file's text as loaded or last saved
 };
 
 // One line of the download journal: {"key":..,"href":..,"etag":..,"file":..,"hash":..}

@@ -106,11 +106,37 @@ TEST_CASE("save and load round trip, mode 0600, parents created") {
     check_equal(s, loaded);
     CHECK(loaded.items.count("/cal/alice/work/a@b.ics") == 1);
 
-    // Saving over an existing state keeps mode 0600.
+    // Saving a change over an existing state keeps mode 0600.
     ::chmod(path.c_str(), 0644);
+    loaded.token = SyncToken("http://example.com/sync/43");
     loaded.save(path);
     REQUIRE(::stat(path.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
+}
+
+TEST_CASE("an unchanged state is not written again, a changed one is") {
+    TempDir t;
+    auto path = t.path / "s.json";
+    auto inode = [&] {
+        struct stat st{};
+        REQUIRE(::stat(path.c_str(), &st) == 0);
+        return st.st_ino;  // every atomic write makes a new inode
+    };
+    CollectionState s;
+    s.collection_url = "https://dav.example.com/cal/";
+    s.items["/cal/a.ics"] = item("/cal/a.ics", "a.ics", 1, 10);
+    s.save(path);
+    auto first = inode();
+    s.save(path);
+    CHECK(inode() == first);
+
+    auto loaded = CollectionState::load(path);
+    loaded.save(path);
+    CHECK(inode() == first);
+    loaded.token = SyncToken("t2");
+    loaded.save(path);
+    CHECK(inode() != first);
+    CHECK(CollectionState::load(path).token == SyncToken("t2"));
 }
 
 TEST_CASE("find_by_file") {
