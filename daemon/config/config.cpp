@@ -6,6 +6,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <poll.h>
+#include <csignal>
+#include <chrono>
 #include <limits>
 #include <map>
 #include <set>
@@ -687,7 +690,7 @@ Config load(const std::filesystem::path& path, const fs::XdgDirs& xdg) {
     return parse(text, path, xdg);
 }
 
-std::string resolve_password(const Account& account) {
+std::string resolve_password(const Account& account, std::chrono::milliseconds timeout) {
     if (!account.password_command) return account.password.value_or("");
 
     int fds[2];
@@ -696,12 +699,18 @@ std::string resolve_password(const Account& account) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);  // dup2 clears O_CLOEXEC
+    // Its own process group, so that a timeout kills the whole pipeline.
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);
     const std::string& cmd = *account.password_command;
     char sh[] = "sh", dash_c[] = "-c";
     char* argv[] = {sh, dash_c, const_cast<char*>(cmd.c_str()), nullptr};
     pid_t pid = -1;
-    int rc = posix_spawn(&pid, "/bin/sh", &actions, nullptr, argv, environ);
+    int rc = posix_spawn(&pid, "/bin/sh", &actions, &attr, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
     ::close(fds[1]);
     if (rc != 0) {
         ::close(fds[0]);
@@ -711,8 +720,19 @@ std::string resolve_password(const Account& account) {
     // Read everything (so the command never dies of SIGPIPE), keep the first line.
     std::string out;
     bool line_done = false;
+    bool timed_out = false;
     char buf[4096];
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        pollfd pfd{fds[0], POLLIN, 0};
+        int ready = left.count() > 0 ? ::poll(&pfd, 1, static_cast<int>(left.count())) : 0;
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready == 0) {
+            timed_out = true;
+            ::kill(-pid, SIGKILL);
+            break;
+        }
         ssize_t n = ::read(fds[0], buf, sizeof buf);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -735,7 +755,8 @@ std::string resolve_password(const Account& account) {
     if (!out.empty() && out.back() == '\r') out.pop_back();
 
     std::string failure;
-    if (WIFSIGNALED(status)) failure = cat("killed by signal ", WTERMSIG(status));
+    if (timed_out) failure = cat("did not finish within ", timeout.count() / 1000.0, " s; stopped it");
+    else if (WIFSIGNALED(status)) failure = cat("killed by signal ", WTERMSIG(status));
     else if (!WIFEXITED(status)) failure = "did not exit normally";
     else if (WEXITSTATUS(status) != 0) failure = cat("exit status ", WEXITSTATUS(status));
     else if (out.empty()) failure = "exit status 0, but it printed no password";

@@ -70,8 +70,12 @@ Config parse(std::string_view text, const std::filesystem::path& source_name, co
 
 // The account's password: runs password_command (first line of its stdout,
 // without the newline) or returns the inline password. Throws ConfigError
-// naming the account (never the password) when the command fails.
-std::string resolve_password(const Account& account);
+// naming the account (never the password) when the command fails, or when
+// it has not finished after `timeout` (its process group is killed then:
+// a hanging command must not stall the account for ever). The default
+// leaves time for a password manager that asks the user to unlock it.
+std::string resolve_password(const Account& account,
+                             std::chrono::milliseconds timeout = std::chrono::seconds(120));
 
 const char* to_string(ConflictPolicy p);
 

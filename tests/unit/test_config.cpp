@@ -468,6 +468,13 @@ TEST_CASE("resolve_password") {
     }
     a.password_command = "echo; echo second";
     CHECK_THROWS_AS(config::resolve_password(a), ConfigError);
+
+    // A command that never finishes (a password manager waiting for an
+    // unlock nobody gives) is stopped, with its children.
+    a.password_command = "sleep 300 & sleep 300";
+    CHECK_THROWS_WITH_AS(config::resolve_password(a, std::chrono::milliseconds(200)),
+                         "account 'personal': password_command failed (did not finish within 0.2 s; stopped it)",
+                         ConfigError);
 }
 
 TEST_CASE("collection filter") {
