@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include <curl/curl.h>
+#include <malloc.h>
 
 #include "app/commands.hpp"
 #include "app/daemon.hpp"
@@ -135,6 +136,12 @@ int main(int argc, char** argv) {
 
     // libcurl's global set-up must happen before any thread starts.
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    // One malloc arena: a sync job's thread would otherwise get an arena of
+    // its own, which malloc_trim() cannot shrink well. Measured after a first
+    // sync of 15 000 items, idle: private memory 32 MB with the default,
+    // 15 MB with trimming, 3.9 MB with trimming and one arena. The job and
+    // the event loop rarely allocate at the same moment.
+    mallopt(M_ARENA_MAX, 1);
 
     auto xdg = fs::XdgDirs::from_environment();
     config::Config cfg;
