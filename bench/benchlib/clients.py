@@ -36,17 +36,26 @@ class ClientError(RuntimeError):
     pass
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def run_timed(cmd: list[str], env: dict, stdin: str | None = None, check: bool = True) -> tuple[Run, str, str]:
-    """Runs cmd to completion; returns (Run with wall, cpu and rss, stdout, stderr)."""
+    """Runs cmd to completion; returns (Run with wall, cpu and rss, stdout, stderr).
+
+    CPU and peak RSS come from GNU time when it is installed: the rusage that
+    wait4() gives for a child started from this process counts the RSS the
+    forked Python had before the exec (Linux keeps the high-water mark
+    across exec), so every client would show this process's 50-60 MB."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.TemporaryFile() as inp:
+            tempfile.TemporaryFile() as inp, tempfile.NamedTemporaryFile(mode="r") as usage:
         if stdin is not None:
             inp.write(stdin.encode())
             inp.seek(0)
+        wrapped = [GNU_TIME, "-q", "-f", "%U %S %M", "-o", usage.name, *cmd] if os.access(GNU_TIME, os.X_OK) else cmd
         # Dirty pages of earlier runs are written back now, not during this one.
         os.sync()
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, env=env, stdin=inp if stdin is not None else subprocess.DEVNULL,
+        p = subprocess.Popen(wrapped, env=env, stdin=inp if stdin is not None else subprocess.DEVNULL,
                              stdout=out, stderr=err)
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
@@ -54,9 +63,14 @@ def run_timed(cmd: list[str], env: dict, stdin: str | None = None, check: bool =
         out.seek(0)
         err.seek(0)
         so, se = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        cpu, maxrss = ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+        if wrapped is not cmd:
+            fields = usage.read().split()
+            if len(fields) >= 3:
+                cpu, maxrss = float(fields[0]) + float(fields[1]), int(fields[2])
     if check and p.returncode != 0:
         raise ClientError(f"{' '.join(cmd)} exited with {p.returncode}\nstdout:\n{so[-3000:]}\nstderr:\n{se[-3000:]}")
-    return Run(wall=wall, cpu=ru.ru_utime + ru.ru_stime, maxrss_kb=ru.ru_maxrss), so, se
+    return Run(wall=wall, cpu=cpu, maxrss_kb=maxrss), so, se
 
 
 class Client:

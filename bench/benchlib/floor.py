@@ -130,6 +130,11 @@ def escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def bodies_in(payload: bytes, is_addressbook: bool) -> int:
+    """How many item bodies (vCards or iCalendar objects) an answer carries."""
+    return payload.count(b"BEGIN:VCARD" if is_addressbook else b"BEGIN:VCALENDAR")
+
+
 def token_of(payload: bytes) -> str:
     m = _TOKEN_RE.search(payload)
     if not m:

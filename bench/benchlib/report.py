@@ -18,6 +18,9 @@ TARGETS = {
     "3": [("floor", 1.3)],
 }
 CPU_TARGET = 1.0      # seconds of client CPU for the first sync of 15 000 items
+IDLE_RSS_TARGET = 10.0   # MB: idle RSS of the long-running daemon
+SELF_CHANGE_LIGHT = 3    # row 6, ignoring server: at most this many light requests (and no download)
+MAIN_ROWS = ("1", "2", "3", "4")
 
 
 def walls(runs):
@@ -70,7 +73,7 @@ def suite_title(suite: dict) -> str:
     return f"{suite['server_label']}, {items}"
 
 
-def main_table(suite: dict, rows_meta: list[dict]) -> str:
+def main_table(suite: dict, rows_meta: list[dict], meta: dict | None = None) -> str:
     out = io.StringIO()
     out.write("| Row | davsyncd | vdirsyncer | floor | davsyncd ÷ floor | vdirsyncer ÷ davsyncd | requests davsyncd / floor | Targets |\n")
     out.write("|---|---|---|---|---|---|---|---|\n")
@@ -78,6 +81,9 @@ def main_table(suite: dict, rows_meta: list[dict]) -> str:
         rid = rm["id"]
         if rm.get("pending"):
             out.write(f"| {rid}. {rm['title']} | not measured yet: {rm['pending']} | | | | | | |\n")
+            continue
+        if rm.get("daemon"):
+            out.write(daemon_row(suite, rm, meta or {}))
             continue
         row = suite["rows"].get(rid)
         if not row:
@@ -91,9 +97,170 @@ def main_table(suite: dict, rows_meta: list[dict]) -> str:
     return out.getvalue()
 
 
+# --- rows 5, 6 and 7 (idle): the long-running daemon ---------------------------------
+
+def _runs(suite: dict, rid: str, name: str) -> list:
+    return [r for r in (suite["rows"].get(rid, {}).get(name) or []) if r]
+
+
+def self_change_check(run: dict, honoured: bool) -> tuple[str, bool]:
+    """Row 6's targets: no extra request with an honouring server; with an
+    ignoring one at most SELF_CHANGE_LIGHT light requests and no download."""
+    extra, down, light = run["requests"], run["down"], run["detail"].get("light", 0)
+    if honoured:
+        ok = extra == 0
+        return f"zero extra requests: **{'met' if ok else 'missed'}** ({extra})", ok
+    ok = down == 0 and extra == light and light <= SELF_CHANGE_LIGHT
+    return (f"≤ {SELF_CHANGE_LIGHT} light requests and no download: **{'met' if ok else 'missed'}** "
+            f"({light} light, {extra - light} other, {down} downloads)"), ok
+
+
+def idle_check(run: dict) -> tuple[str, bool]:
+    mb = run["maxrss_kb"] / 1024
+    ok = mb < IDLE_RSS_TARGET
+    return f"idle RSS < {IDLE_RSS_TARGET:g} MB: **{'met' if ok else 'missed'}** ({fmt_num(mb)} MB)", ok
+
+
+def _not_here(suite: dict, meta: dict) -> str:
+    servers = meta.get("push_servers")
+    if servers is not None and suite["server"] not in servers:
+        return "measured on " + (", ".join(s.capitalize() for s in servers) or "no server") + " only (--push-servers)"
+    return "not measured (the run failed before it)"
+
+
+def daemon_row(suite: dict, rm: dict, meta: dict) -> str:
+    rid, title = rm["id"], rm["title"]
+    if rid == "5":
+        push, poll = _runs(suite, "5", "push"), _runs(suite, "5", "poll")
+        if not push and not poll:
+            return f"| {rid}. {title} | {_not_here(suite, meta)} | | | | | | |\n"
+        ps = summarize(walls(push))
+        req = summarize(field_of(push, "requests"))
+        contrast = "—"
+        if poll:
+            interval = poll[0]["detail"]["interval"]
+            contrast = f"poll-only contrast (every {interval} s): {s_fmt(summarize(walls(poll)))}"
+        return (f"| {rid}. {title} | {s_fmt(ps)} by push | — (no push) | — | — | — | "
+                f"{fmt_num(req.median, 0) if req else '—'} / — | no target set; {contrast} |\n")
+    if rid == "6":
+        hon, ign = _runs(suite, "6", "honoured"), _runs(suite, "6", "ignored")
+        if not hon and not ign:
+            return f"| {rid}. {title} | {_not_here(suite, meta)} | | | | | | |\n"
+        cells, tg = [], []
+        for runs, honoured, label in ((hon, True, "honouring"), (ign, False, "ignoring")):
+            if not runs:
+                continue
+            r = runs[-1]
+            cells.append(f"{label} server: {r['requests']} extra requests, {r['down']} downloads")
+            t, _ = self_change_check(r, honoured)
+            tg.append(f"{label}: {t}")
+        n_edits = (hon or ign)[-1]["up"]
+        return (f"| {rid}. {title} | {'; '.join(cells)} (after uploading {n_edits} local edits) | — | — | — | — | "
+                f"— | {'; '.join(tg)} |\n")
+    return ""
+
+
+def daemon_details(suite: dict) -> str:
+    """Rows 5 and 6 in detail, with the evidence."""
+    push, poll = _runs(suite, "5", "push"), _runs(suite, "5", "poll")
+    hon, ign = _runs(suite, "6", "honoured"), _runs(suite, "6", "ignored")
+    if not (push or poll or hon or ign):
+        return ""
+    out = io.StringIO()
+    out.write("Rows 5 and 6 in detail (davsyncd as a daemon; WebDAV-Push through the tests' push front "
+              "and UnifiedPush distributor, see bench/README.md):\n\n")
+    out.write("| Row | Measured | Result | Evidence |\n|---|---|---|---|\n")
+    if push:
+        sent = summarize([r["detail"].get("push_sent_after") for r in push])
+        own = summarize([r["wall"] - r["detail"]["push_sent_after"] for r in push
+                         if r["detail"].get("push_sent_after") is not None])
+        kinds = _common([", ".join(k.split(" /")[0] for k in r["detail"]["requests"]) for r in push])
+        syncs = _common([_syncs(r["detail"]["syncs"]) for r in push])
+        out.write(f"| 5. Push latency, push | another client's PUT through the front returned → the local "
+                  f"file holds the change (checked every 5 ms) | {s_fmt(summarize(walls(push)))} | "
+                  f"the front sent the push {s_fmt(sent)} after the PUT (most of it: its sync-token lookup, "
+                  f"a Depth-0 PROPFIND the server answers from every item); from there to the file "
+                  f"{s_fmt(own)}; daemon requests per change: {kinds}; syncs: {syncs} |\n")
+    if poll:
+        d = poll[0]["detail"]
+        phases = ", ".join(fmt_num(r["detail"]["phase"]) for r in poll)
+        syncs = _common([_syncs(r["detail"]["syncs"]) for r in poll])
+        reqs = _common([str(r["requests"]) for r in poll])
+        late = max(r["detail"].get("late", 0) for r in poll)
+        out.write(f"| 5. Push latency, poll only (sync_interval {d['interval']} s) | the same change, daemon "
+                  f"without push (no front, no distributor) | {s_fmt(summarize(walls(poll)))} | PUTs at "
+                  f"{phases} of the poll cycle after a poll ended, so the expected latency is "
+                  f"(1 − phase) × {d['interval']} s plus one sync, about half the interval in the median; "
+                  f"syncs: {syncs}; {reqs} requests per poll"
+                  + (f"; a PUT was up to {fmt_num(late)} s late for its phase" if late > 0.05 else "") + " |\n")
+    for runs, honoured, label in ((hon, True, "honours"), (ign, False, "ignores")):
+        if not runs:
+            continue
+        r = runs[-1]
+        d = r["detail"]
+        t, _ = self_change_check(r, honoured)
+        besides = ", ".join(f"{v} {k}" for k, v in d.get("upload_sync_requests_besides_puts", {}).items()) or "nothing"
+        after = "; ".join(d.get("after", [])) or "none"
+        out.write(f"| 6. Self-change cost, server {label} Push-Dont-Notify | {r['up']} local edits (temporary "
+                  f"file + rename), uploaded; then every request of the daemon's syncs without PUTs | "
+                  f"{r['requests']} requests, {r['down']} downloads, {d.get('after_bytes', 0)} bytes | "
+                  f"pushes sent to us {d['pushes_sent']}, suppressed {d['suppressed']}; upload "
+                  f"{fmt_num(r['wall'])} s in {_syncs(d['upload_syncs'])} with {besides} besides the PUTs; "
+                  f"other syncs: {_other_syncs(d)}, their requests: {after}; {t} |\n")
+    return out.getvalue() + "\n"
+
+
+def _syncs(reasons: list) -> str:
+    """[['push'], ['local-change', 'push']] -> '2 syncs (push; local-change+push)'."""
+    if not reasons:
+        return "no sync"
+    return (f"{len(reasons)} sync{'s' if len(reasons) != 1 else ''} ("
+            + "; ".join("+".join(r) or "?" for r in reasons) + ")")
+
+
+def _other_syncs(d: dict) -> str:
+    """Row 6: the syncs without PUTs (older results: those after the upload)."""
+    if "other_syncs" in d:
+        o = d["other_syncs"]
+        return f"{len(o)} ({'; '.join(o)})" if o else "none"
+    return _syncs(d.get("syncs_after_upload", []))
+
+
+def _common(values: list[str]) -> str:
+    """'x' when all equal, else 'x (2), y (1)'."""
+    counts: dict = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    if len(counts) == 1:
+        return values[0] if values else "—"
+    return ", ".join(f"{k} ({v}×)" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def idle_line(suite: dict, meta: dict) -> str:
+    runs = _runs(suite, "7i", "davsyncd")
+    if not runs:
+        return f"| davsyncd daemon, idle | {_not_here(suite, meta)} | | |\n"
+    r = runs[-1]
+    d = r["detail"]
+    t, _ = idle_check(r)
+    perf = d.get("perf")
+    timers = ""
+    if perf:
+        armed = perf.get("timer:hrtimer_start", 0) + perf.get("timer:timer_start", 0)
+        timers = f"; timers armed by it: {armed} (perf)"
+    mem = (f"VmRSS {fmt_num(r['maxrss_kb'] / 1024)} MB; Pss {fmt_num((d.get('pss_kb') or 0) / 1024)} MB, "
+           f"private {fmt_num((d.get('private_kb') or 0) / 1024)} MB; {d['threads']} thread(s)")
+    items = f"{d['items']:,}".replace(",", " ")
+    return (f"| davsyncd daemon, idle: {d['accounts']} accounts, {items} items, push active "
+            f"| {fmt_num(r['cpu'], 2)} s in {fmt_num(d['window'])} s; wake-ups {d['per_minute']:.1f}/min "
+            f"({d['switches']} context switches of all threads{timers}) | {mem} | {t} |\n")
+
+
 def runs_summary(suite: dict) -> str:
     counts: dict = {}
     for rid, row in suite["rows"].items():
+        if rid not in MAIN_ROWS:
+            continue
         for c, runs in row.items():
             counts.setdefault(c, set()).add(sum(1 for r in runs if r))
     parts = []
@@ -106,20 +273,25 @@ def runs_summary(suite: dict) -> str:
 
 def floor_choices(suite: dict) -> str:
     runs = suite["rows"].get("1", {}).get("floor") or []
-    first = (runs[0] or {}).get("detail", {}).get("candidates") if runs else None
+    detail = (runs[0] or {}).get("detail", {}) if runs else {}
+    first = detail.get("candidates")
     if not first:
         return ""
-    return "; ".join(f"{coll} {c['used']} (" + ", ".join(f"{k} {fmt_num(v)} s" for k, v in sorted(c.items())
-                                                   if k != "used") + ")"
-                     for coll, c in first.items())
+    out = "; ".join(f"{coll} {c['used']} (" + ", ".join(f"{k} {fmt_num(v)} s" for k, v in sorted(c.items())
+                                                if k != "used") + ")"
+                    for coll, c in first.items())
+    left = detail.get("incomplete") or {}
+    if left:
+        out += "; left out as incomplete: " + ", ".join(f"{k} (brought {n} bodies)" for k, n in left.items())
+    return out
 
 
-def resource_table(suite: dict) -> str:
+def resource_table(suite: dict, meta: dict | None = None) -> str:
     row = suite["rows"].get("1")
     if not row:
         return ""
     out = io.StringIO()
-    out.write("| Client (row 1, first sync) | CPU user+sys | peak RSS | Target |\n|---|---|---|---|\n")
+    out.write("| Client | CPU user+sys | memory | Target |\n|---|---|---|---|\n")
     total = sum(sp["count"] for sp in suite["specs"])
     for c in ("davsyncd", "vdirsyncer"):
         runs = row.get(c)
@@ -134,12 +306,24 @@ def resource_table(suite: dict) -> str:
                 tgt = f"< {CPU_TARGET:g} s for 15 000 items: **{'met' if ok else 'missed'}** ({fmt_num(cpu.median)} s)"
             else:
                 tgt = f"(the target, < {CPU_TARGET:g} s, is for 15 000 items; this run has {total})"
-        out.write(f"| {c} | {s_fmt(cpu)} | {s_fmt(rss, 'MB')} | {tgt} |\n")
-    out.write("| idle RSS, wake-ups | not measured yet: need the long-running daemon | | |\n")
+        out.write(f"| {c}, first sync (row 1) | {s_fmt(cpu)} | peak RSS {s_fmt(rss, 'MB')} | {tgt} |\n")
+    out.write(idle_line(suite, meta or {}))
     return out.getvalue()
 
 
-def scaling_table(suites: list[dict]) -> str:
+def _main_vdirsyncer(main: list[dict], rid: str) -> str:
+    """vdirsyncer's figure in the main Radicale table, for a scale point that
+    reuses it (skip_note "main")."""
+    for m in main:
+        if m["server"] == "radicale":
+            st = summarize(walls(m["rows"].get(rid, {}).get("vdirsyncer")))
+            if st:
+                items = " + ".join(f"{sp['count']:,} {sp['kind']}".replace(",", " ") for sp in m["specs"])
+                return f"{s_fmt(st)}, main table ({items})"
+    return "left out (see note)"
+
+
+def scaling_table(suites: list[dict], main: list[dict] = ()) -> str:
     out = io.StringIO()
     out.write("| Items | Row | davsyncd | vdirsyncer | floor | davsyncd ÷ floor | vdirsyncer ÷ davsyncd "
               "| davsyncd CPU | davsyncd peak RSS |\n")
@@ -151,6 +335,8 @@ def scaling_table(suites: list[dict]) -> str:
                 continue
             st = row_stats(row)
             v = s_fmt(st["vdirsyncer"]) if st["vdirsyncer"] else (suite.get("skip_note", {}).get(rid) or "—")
+            if v == "main":
+                v = _main_vdirsyncer(main, rid)
             cpu = summarize(field_of(row.get("davsyncd"), "cpu"))
             rss = summarize([x / 1024 if x else None for x in field_of(row.get("davsyncd"), "maxrss_kb")])
             out.write(f"| {suite['scale']:,} | {title} | {s_fmt(st['davsyncd'])} | {v} | {s_fmt(st['floor'])} | "
@@ -160,7 +346,8 @@ def scaling_table(suites: list[dict]) -> str:
 
 
 def markdown(results: dict) -> str:
-    meta = results["meta"]
+    meta = dict(results["meta"])
+    meta["push_servers"] = results.get("push_servers")
     rows_meta = results["rows"]
     out = io.StringIO()
     out.write(f"### Benchmark results ({meta['date']})\n\n")
@@ -176,15 +363,17 @@ def markdown(results: dict) -> str:
             continue
         out.write(f"#### {suite_title(suite)}\n\n")
         out.write(f"Runs per row: {runs_summary(suite)}.\n\n")
-        out.write(main_table(suite, rows_meta))
+        out.write(main_table(suite, rows_meta, meta))
         out.write("\n")
+        out.write(daemon_details(suite))
         fc = floor_choices(suite)
         if fc:
             out.write(f"Row 1's floor: per collection, the faster of (A) PROPFIND of the token + query with "
                       f"data and (B) sync-collection with data, as measured in the first repeat: {fc}.\n\n")
-        rt = resource_table(suite)
+        rt = resource_table(suite, meta)
         if rt:
-            out.write("Row 7, resource use of the client in row 1:\n\n" + rt + "\n")
+            out.write("Row 7, resource use: the one-shot client of row 1, and the long-running daemon when "
+                      "idle (after its start-up syncs; CPU and context switches over the window):\n\n" + rt + "\n")
         for rid, notes in sorted(suite.get("notes", {}).items()):
             for n in notes:
                 out.write(f"- Row {rid}: {n}\n")
@@ -193,7 +382,7 @@ def markdown(results: dict) -> str:
     scale = [s for s in results["suites"] if s.get("scale") is not None]
     if scale:
         out.write(f"#### Row 8, scaling ({scale[0]['server_label']}, one address book)\n\n")
-        out.write(scaling_table(scale))
+        out.write(scaling_table(scale, [x for x in results["suites"] if x.get("scale") is None]))
         out.write("\n")
         fcs = [(s["scale"], floor_choices(s)) for s in sorted(scale, key=lambda s: s["scale"])]
         if any(fc for _, fc in fcs):
@@ -215,7 +404,7 @@ def write_csv(results: dict, path: Path) -> None:
         for suite in results["suites"]:
             for rid, row in suite["rows"].items():
                 for client, runs in row.items():
-                    for i, r in enumerate(runs):
+                    for i, r in enumerate(runs or []):
                         if r:
                             w.writerow([suite["id"], rid, client, i + 1, f"{r['wall']:.4f}", f"{r['cpu']:.3f}",
                                         r["maxrss_kb"], r["requests"], r["down"], r["up"]])
@@ -230,7 +419,11 @@ def chart(results: dict, path: Path) -> None:
     main = [s for s in results["suites"] if s.get("scale") is None]
     scale = sorted((s for s in results["suites"] if s.get("scale") is not None), key=lambda s: s["scale"])
     ncols = len(main) + (1 if scale else 0)
-    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 4.6), squeeze=False)
+    daemon = [m for m in main if any(m["rows"].get(r) for r in ("5", "6", "7i"))]
+    width = max(ncols, 3 if daemon else 1)
+    fig = plt.figure(figsize=(5.2 * width, 4.6 * (2 if daemon else 1)))
+    grid = fig.add_gridspec(2 if daemon else 1, width)
+    axes = [[fig.add_subplot(grid[0, k]) for k in range(ncols)]]
     titles = {r["id"]: r["title"] for r in results["rows"]}
     for ax, suite in zip(axes[0], main):
         rids = [r for r in ("1", "2", "3", "4") if r in suite["rows"]]
@@ -273,6 +466,93 @@ def chart(results: dict, path: Path) -> None:
         ax.set_title(f"8. Scaling ({scale[0]['server_label']})", fontsize=9)
         ax.grid(which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    if daemon:
+        _daemon_panels(daemon[0], [fig.add_subplot(grid[1, k]) for k in range(3)])
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _daemon_panels(suite: dict, axes) -> None:
+    """Row 5 (latency by push and by poll), row 6 (requests after the
+    upload, against the targets), row 7 idle (memory against the target)."""
+    import matplotlib.ticker
+    ax = axes[0]
+    groups = [("push", "#1f77b4"), ("poll", "#ff7f0e")]
+    labels = []
+    for k, (name, color) in enumerate(groups):
+        runs = _runs(suite, "5", name)
+        if not runs:
+            continue
+        ys = walls(runs)
+        st = summarize(ys)
+        label = "push" if name == "push" else f"poll only\n(every {runs[0]['detail']['interval']} s)"
+        labels.append((k, label))
+        ax.bar(k, st.median, 0.6, color=color, alpha=0.5)
+        ax.plot([k] * len(ys), ys, "o", color=color)
+        ax.annotate(f"{fmt_num(st.median)} s", (k, st.median), textcoords="offset points", xytext=(0, 4),
+                    ha="center", fontsize=8)
+    ax.set_xticks([k for k, _ in labels])
+    ax.set_xticklabels([lab for _, lab in labels], fontsize=8)
+    ax.set_yscale("log")
+    lows = [min(walls(_runs(suite, "5", n)) or [1]) for n, _ in groups if _runs(suite, "5", n)]
+    if lows:
+        ax.set_ylim(bottom=min(lows) / 4)
+    fmt = matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}")
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(fmt)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.set_ylabel("seconds, PUT returned → local file (log)")
+    ax.set_title(f"5. Push latency ({suite_title(suite)})", fontsize=9)
+    ax.grid(axis="y", which="both", alpha=0.3)
+
+    ax = axes[1]
+    xs, names = [], []
+    for k, (name, honoured, label) in enumerate((("honoured", True, "server honours\nPush-Dont-Notify"),
+                                                 ("ignored", False, "server ignores it"))):
+        runs = _runs(suite, "6", name)
+        if not runs:
+            continue
+        r = runs[-1]
+        light = r["detail"].get("light", 0)
+        other = r["requests"] - light - r["down"]
+        ax.bar(k, light, 0.6, color="#2ca02c", label="light (sync-collection, Depth-0 PROPFIND)" if k else None)
+        ax.bar(k, max(0, other), 0.6, bottom=light, color="#9467bd", label="other" if k else None)
+        ax.bar(k, r["down"], 0.6, bottom=light + max(0, other), color="#d62728", label="downloads" if k else None)
+        limit = 0 if honoured else SELF_CHANGE_LIGHT
+        ok = self_change_check(r, honoured)[1]
+        ax.hlines(limit, k - 0.4, k + 0.4, colors="black", linestyles="dashed")
+        ax.annotate(f"{r['requests']} ({'met' if ok else 'missed'}; target ≤ {limit})", (k, max(limit, r["requests"])),
+                    textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+        xs.append(k)
+        names.append(label + f"\n{r['detail']['pushes_sent']} pushes to us")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylim(0, max(4, ax.get_ylim()[1] * 1.2))
+    ax.set_ylabel(f"requests after the upload of {(_runs(suite, '6', 'honoured') or _runs(suite, '6', 'ignored') or [{'up': '?'}])[-1]['up']} edits")
+    ax.set_title("6. Self-change cost (dashed: target)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+
+    ax = axes[2]
+    runs = _runs(suite, "7i", "davsyncd")
+    if runs:
+        r = runs[-1]
+        d = r["detail"]
+        vals = [("VmRSS", r["maxrss_kb"] / 1024), ("Pss", (d.get("pss_kb") or 0) / 1024),
+                ("private", (d.get("private_kb") or 0) / 1024)]
+        ax.bar(range(3), [v for _, v in vals], 0.6, color="#1f77b4")
+        for k, (_, v) in enumerate(vals):
+            ax.annotate(f"{fmt_num(v)} MB", (k, v), textcoords="offset points", xytext=(0, 4), ha="center",
+                        fontsize=8)
+        ax.axhline(IDLE_RSS_TARGET, color="black", linestyle="dashed")
+        ax.set_xticks(range(3))
+        ax.set_xticklabels([n for n, _ in vals], fontsize=8)
+        ax.set_ylabel("MB")
+        ok = idle_check(r)[1]
+        ax.set_title(f"7. Idle daemon, {d['accounts']} accounts: RSS target < {IDLE_RSS_TARGET:g} MB "
+                     f"{'met' if ok else 'missed'};\nwake-ups {d['per_minute']:.1f}/min "
+                     f"({d['switches']} context switches in {fmt_num(d['window'])} s)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    else:
+        ax.set_axis_off()

@@ -22,6 +22,7 @@ from typing import Optional
 import pytest
 
 from davtest import sampledata
+from davtest.procs import proc_figures
 from davtest.vdir import atomic_write
 from davtest.daemon import REPO_ROOT, DaemonEnv, account_for, davsyncd_path, wait_until
 from davtest.dbus import (ACCOUNT, BUS_NAME, COLLECTION, MANAGER, OBJECT_MANAGER, PROPERTIES,
@@ -830,23 +831,6 @@ def test_collection_changed_names_written_and_removed_files(radicale, daemon_env
 # ------------------------------------------------------------------ 9. idle
 
 
-def _proc_figures(pid: int) -> tuple[int, int, int]:
-    """(context switches summed over all threads, threads, VmRSS in kB)."""
-    switches = 0
-    threads = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            status = (task / "status").read_text()
-        except FileNotFoundError:
-            continue
-        threads += 1
-        for key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
-            switches += int(re.search(rf"^{key}:\s*(\d+)", status, re.M).group(1))
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = int(re.search(r"^VmRSS:\s*(\d+) kB", status, re.M).group(1))
-    return switches, threads, rss
-
-
 def test_idle_daemon_does_not_wake_up(radicale, daemon_env, bus, start_daemon, tmp_path, capsys):
     sampledata.seed_demo(radicale)
     ids = ["one", "two", "three"]
@@ -856,10 +840,11 @@ def test_idle_daemon_does_not_wake_up(radicale, daemon_env, bus, start_daemon, t
         assert d.wait_synced(i)["LastResult"] == "ok"
 
     window = 10.0
-    s0, _, _ = _proc_figures(d.pid)
+    s0 = proc_figures(d.pid)["switches"]
     t0 = time.monotonic()
     time.sleep(window)   # the measurement window, not a synchronisation
-    s1, threads, rss_kb = _proc_figures(d.pid)
+    f1 = proc_figures(d.pid)
+    s1, threads, rss_kb = f1["switches"], f1["threads"], f1["vmrss_kb"]
     elapsed = time.monotonic() - t0
     wakeups = s1 - s0
     report = (f"idle davsyncd with {len(ids)} accounts: {wakeups} context switches in "

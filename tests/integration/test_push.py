@@ -43,7 +43,6 @@ distributor that appears after the daemon is used.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -60,6 +59,7 @@ from davtest.daemon import DaemonEnv, account_for, davsyncd_path
 from davtest.dbus import (ACCOUNT, COLLECTION, PrivateBus, Signal, account_path,
                           collection_path, wait_alive)
 from davtest.distributor import Distributor
+from davtest.settle import SettleMixin
 from davtest.pushfront import PushFront, RequestRecord, parse_push_message
 
 ACC = "test"
@@ -183,7 +183,7 @@ def reasons_of(sig: Signal) -> list[str]:
 # ------------------------------------------------------------------ the rig
 
 
-class Rig:
+class Rig(SettleMixin):
     """Radicale + GatedFront + private bus + distributor (optional) + davsyncd,
     with one calendar 'work' holding `items` events (seeded straight into
     Radicale, so the front's logs start clean)."""
@@ -345,23 +345,6 @@ class Rig:
         if len(self.started()) != n_started:
             return None
         return n_started + 1   # truthy
-
-    def _upstream_idle(self) -> bool:
-        if not self.front.idle():
-            return False
-        if self.dist is not None:
-            if any(c["result"] == "pending" for c in self.dist.calls()):
-                return False
-        return True
-
-    def settle(self, timeout: float = 60.0) -> None:
-        """Waits until the daemon is idle and nothing is on its way to it."""
-        def check():
-            n = self._daemon_idle()
-            if not n or not self._upstream_idle():
-                return False
-            return self._daemon_idle() == n
-        self.wait(check, timeout, "the daemon to be idle with no push in flight")
 
     # ---- the server and the folder
 

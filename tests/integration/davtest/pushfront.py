@@ -1671,21 +1671,39 @@ class PushFront:
             return any(d.rstrip("/").rsplit("/", 1)[-1] == last for d in dont)
         return url in dont
 
+    def _targets_for(self, ev: _Event) -> list:
+        """The subscriptions `ev` is pushed to; the ones its Push-Dont-Notify
+        names are recorded as suppressed. Call with self._lock held."""
+        subs = [s for s in self._subs.values() if s.collection == ev.collection
+                and (s.content_update if ev.kind == "content" else s.property_update)
+                is not None]
+        targets = []
+        for s in subs:
+            if self._dont_notify_matches(ev.dont_notify, s.url):
+                self._suppressed.append(SuppressedRecord(
+                    time.time(), ev.request_seq, s.url, ev.collection,
+                    "push-dont-notify-*" if ev.dont_notify == "*" else "push-dont-notify"))
+                self._count("pushes_suppressed")
+            else:
+                targets.append(s)
+        return targets
+
+    def _enqueue_for(self, ev: _Event, targets: list, token: Optional[str]) -> None:
+        """Queues the push message of `ev` for each target still subscribed.
+        Call with self._lock held."""
+        for s in targets:
+            if s.url not in self._subs:
+                continue
+            self._enqueue_pending(_Pending(
+                0, 0, s.url, "message", topic=s.topic, collection=ev.collection,
+                content=ev.kind == "content", sync_token=token,
+                property=ev.kind == "property", props=list(ev.props),
+                request_seqs=[ev.request_seq]))
+
     def _process_event(self, ev: _Event) -> None:
         self._prune()
         with self._lock:
-            subs = [s for s in self._subs.values() if s.collection == ev.collection
-                    and (s.content_update if ev.kind == "content" else s.property_update)
-                    is not None]
-            targets = []
-            for s in subs:
-                if self._dont_notify_matches(ev.dont_notify, s.url):
-                    self._suppressed.append(SuppressedRecord(
-                        time.time(), ev.request_seq, s.url, ev.collection,
-                        "push-dont-notify-*" if ev.dont_notify == "*" else "push-dont-notify"))
-                    self._count("pushes_suppressed")
-                else:
-                    targets.append(s)
+            targets = self._targets_for(ev)
         if not targets:
             return
         token = None
@@ -1693,14 +1711,7 @@ class PushFront:
             token = self._lookup_sync_token(ev.collection, ev.authorization,
                                             fallback=[s.authorization for s in targets])
         with self._lock:
-            for s in targets:
-                if s.url not in self._subs:
-                    continue
-                self._enqueue_pending(_Pending(
-                    0, 0, s.url, "message", topic=s.topic, collection=ev.collection,
-                    content=ev.kind == "content", sync_token=token,
-                    property=ev.kind == "property", props=list(ev.props),
-                    request_seqs=[ev.request_seq]))
+            self._enqueue_for(ev, targets, token)
 
     def _lookup_sync_token(self, collection: str, authorization: Optional[str],
                            fallback: Iterable[Optional[str]] = ()) -> Optional[str]:
