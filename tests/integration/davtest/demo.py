@@ -55,6 +55,8 @@ def list_vdirs(root: Path) -> None:
         items = [f for f in files if f.suffix in (".ics", ".vcf")]
         meta = {f.name: f.read_text(errors="replace").strip() for f in files
                 if not f.suffix and f.name in ("displayname", "color", "description")}
+        if not items and not meta:
+            continue  # the account's folder, which holds the collections
         rel = d.relative_to(root)
         extra = ", ".join(f"{k}={v!r}" for k, v in sorted(meta.items()))
         print(f"  {rel}/  {len(items)} item(s){'  ' + extra if extra else ''}")
