@@ -103,9 +103,14 @@ bool Dir::write_unnamed_then_link(const std::string& target, std::string_view da
     }
     write_all(fd.get(), data, path_ / target);
     if (sync && ::fsync(fd.get()) != 0) fail("cannot fsync", path_ / target);
-    if (::fstat(fd.get(), &st) != 0) fail("cannot stat", path_ / target);
+    // The stat is taken once the file has its name: linking (and renaming)
+    // moves the ctime, which the sync engine compares.
+    auto stat_now = [&] {
+        if (::fstat(fd.get(), &st) != 0) fail("cannot stat", path_ / target);
+        return true;
+    };
     const std::string self = cat("/proc/self/fd/", fd.get());
-    if (::linkat(AT_FDCWD, self.c_str(), fd_.get(), target.c_str(), AT_SYMLINK_FOLLOW) == 0) return true;
+    if (::linkat(AT_FDCWD, self.c_str(), fd_.get(), target.c_str(), AT_SYMLINK_FOLLOW) == 0) return stat_now();
     if (errno == ENOENT) return false;  // no /proc
     if (errno != EEXIST) fail("cannot link", path_ / target);
     // Replacing: name it NAME.tmp (a stale one goes first), then rename over.
@@ -116,7 +121,7 @@ bool Dir::write_unnamed_then_link(const std::string& target, std::string_view da
         ::unlinkat(fd_.get(), tmp.c_str(), 0);
         fail("cannot rename to", path_ / target);
     }
-    return true;
+    return stat_now();
 }
 
 void Dir::write_temp_then_rename(const std::string& target, std::string_view data, unsigned mode, bool sync,
@@ -129,13 +134,14 @@ void Dir::write_temp_then_rename(const std::string& target, std::string_view dat
         if (::fchmod(fd.get(), mode) != 0) fail("cannot chmod", path_ / tmp);
         write_all(fd.get(), data, path_ / tmp);
         if (sync && ::fsync(fd.get()) != 0) fail("cannot fsync", path_ / tmp);
-        if (::fstat(fd.get(), &st) != 0) fail("cannot stat", path_ / tmp);
         if (::close(fd.release()) != 0) fail("cannot close", path_ / tmp);
         if (::renameat(fd_.get(), tmp.c_str(), fd_.get(), target.c_str()) != 0) fail("cannot rename to", path_ / target);
     } catch (...) {
         ::unlinkat(fd_.get(), tmp.c_str(), 0);
         throw;
     }
+    // After the rename, which moves the ctime.
+    if (::fstatat(fd_.get(), target.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) fail("cannot stat", path_ / target);
 }
 
 struct stat Dir::write_atomic(std::string_view name, std::string_view data, unsigned mode, Durability durability) {

@@ -38,6 +38,20 @@ void append_durably(const std::filesystem::path& path, const std::string& lines)
     if (!ok) throw fs::IoError(cat("cannot write ", path.string()));
 }
 
+// The state of an item whose file now has the stat `st`.
+ItemState synced(const Href& href, const Etag& etag, const std::string& file, const std::string& hash,
+                 const LocalFile& st) {
+    return ItemState{href, etag, file, hash, st.mtime_ns, st.size, st.ctime_ns};
+}
+
+// The cheap "unchanged since it was synced" check; otherwise the hash
+// decides. The ctime counts too: a same-size rewrite that puts the old mtime
+// back (cp -p, rsync -t, touch -r) still moves it, and missing such an edit
+// would let the next server change overwrite it.
+bool same_stamp(const LocalFile& f, const ItemState& item) {
+    return f.mtime_ns == item.mtime_ns && f.size == item.size && f.ctime_ns == item.ctime_ns;
+}
+
 }  // namespace
 
 std::string summary(const std::string& label, const SyncReport& r) {
@@ -137,9 +151,8 @@ void CollectionSync::recover_interrupted() {
             if (!state_.find_by_file(file)) local_.remove(file);
             continue;  // else the old content: the download is simply redone
         }
-        auto st = local_.stat(file);
-        state_.items[j.value("key", "")] = ItemState{Href(j.value("href", "")), Etag(j.value("etag", "")),
-                                                     file, hash, st->mtime_ns, st->size};
+        state_.items[j.value("key", "")] =
+            synced(Href(j.value("href", "")), Etag(j.value("etag", "")), file, hash, *local_.stat(file));
         ++adopted;
     }
     if (adopted) log::info(opts_.label, ": recovered ", adopted, " items written by an interrupted sync");
@@ -163,10 +176,9 @@ CollectionSync::LocalChanges CollectionSync::scan_local() {
             continue;
         }
         // Cheap pre-check; the hash decides.
-        if (it->second.mtime_ns == item.mtime_ns && it->second.size == item.size) continue;
+        if (same_stamp(it->second, item)) continue;
         if (content_hash(local_.read(item.file)) == item.hash) {
-            item.mtime_ns = it->second.mtime_ns;  // touched, not changed
-            item.size = it->second.size;
+            item = synced(item.href, item.etag, item.file, item.hash, it->second);  // touched, not changed
             continue;
         }
         changes.edited.push_back(key);
@@ -282,7 +294,7 @@ void CollectionSync::upload_deletion(const std::string& key) {
         return;
     }
     auto st = local_.write(item.file, current->data);
-    state_.items[key] = ItemState{item.href, current->etag, item.file, content_hash(current->data), st.mtime_ns, st.size};
+    state_.items[key] = synced(item.href, current->etag, item.file, content_hash(current->data), st);
     report_.written_files.push_back(item.file);
     ++report_.downloaded;
     log::info(opts_.label, ": ", item.file, ": deleted here but changed on the server; restored the server's version");
@@ -325,7 +337,7 @@ void CollectionSync::resolve_conflict(const std::string& key, const std::string&
     if (server_wins) {
         keep_loser(item.file, "local", local_content);
         auto st = local_.write(item.file, server->data);
-        state_.items[key] = ItemState{item.href, server->etag, item.file, content_hash(server->data), st.mtime_ns, st.size};
+        state_.items[key] = synced(item.href, server->etag, item.file, content_hash(server->data), st);
         report_.written_files.push_back(item.file);
         ++report_.downloaded;
     } else {
@@ -532,7 +544,7 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
     }
     if (!done.empty()) local_.flush();
     for (const auto& [p, st] : done) {
-        state_.items[p->key] = ItemState{p->item->href, p->item->etag, p->file, p->hash, st.mtime_ns, st.size};
+        state_.items[p->key] = synced(p->item->href, p->item->etag, p->file, p->hash, st);
         report_.written_files.push_back(p->file);
         ++report_.downloaded;
     }
@@ -569,14 +581,14 @@ void CollectionSync::apply_remote_deletion(const std::string& key) {
 bool CollectionSync::local_file_changed(const ItemState& item) const {
     auto st = local_.stat(item.file);
     if (!st) return false;
-    if (st->mtime_ns == item.mtime_ns && st->size == item.size) return false;
+    if (same_stamp(*st, item)) return false;
     return content_hash(local_.read(item.file)) != item.hash;
 }
 
 void CollectionSync::record(const std::string& key, const Href& href, const Etag& etag,
                             const std::string& file, const std::string& hash) {
     auto st = local_.stat(file);
-    state_.items[key] = ItemState{href, etag, file, hash, st ? st->mtime_ns : 0, st ? st->size : 0};
+    state_.items[key] = synced(href, etag, file, hash, st.value_or(LocalFile{}));
 }
 
 // Stops between two items when asked to. Everything finished so far is

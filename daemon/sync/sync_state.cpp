@@ -153,7 +153,7 @@ private:
     }
     bool is_item_field() const {
         return field_ == "href" || field_ == "etag" || field_ == "file" || field_ == "hash" ||
-               field_ == "mtime_ns" || field_ == "size";
+               field_ == "mtime_ns" || field_ == "size" || field_ == "ctime_ns";
     }
 
     bool scalar(Scalar kind) {
@@ -212,6 +212,10 @@ private:
             if (kind != Scalar::unsigned_integer) return bad();
             item_.size = uint_;
             item_seen_ |= kSize;
+        } else if (field_ == "ctime_ns") {  // optional: older states lack it
+            if (kind == Scalar::integer) item_.ctime_ns = int_;
+            else if (kind == Scalar::unsigned_integer && uint_ <= uint64_t(INT64_MAX)) item_.ctime_ns = int64_t(uint_);
+            else return bad();
         }
         return true;  // unknown member: ignored
     }
@@ -373,6 +377,8 @@ void CollectionState::save(const std::filesystem::path& path) const {
         append_number(out, item.mtime_ns);
         out += ",\"size\":";
         append_number(out, item.size);
+        out += ",\"ctime_ns\":";
+        append_number(out, item.ctime_ns);
         out.push_back('}');
     }
     out += "}}";

@@ -26,6 +26,7 @@ struct ItemState {
     std::string hash;        // content_hash() of what was last synced
     int64_t mtime_ns = 0;    // stat of the file when last synced (cheap pre-check)
     uint64_t size = 0;
+    int64_t ctime_ns = 0;    // 0 in states written before it was kept: the hash decides once
 };
 
 struct CollectionState {

@@ -51,8 +51,8 @@ bool uid_is_safe(const std::string& uid) {
     return true;
 }
 
-int64_t mtime_ns_of(const struct stat& st) {
-    return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + static_cast<int64_t>(st.st_mtim.tv_nsec);
+int64_t ns_of(const struct timespec& t) {
+    return static_cast<int64_t>(t.tv_sec) * 1000000000 + static_cast<int64_t>(t.tv_nsec);
 }
 
 void check_metadata_key(const std::string& key) {
@@ -61,7 +61,7 @@ void check_metadata_key(const std::string& key) {
 }
 
 LocalFile local_file(const std::string& name, const struct stat& st) {
-    return LocalFile{name, mtime_ns_of(st), static_cast<uint64_t>(st.st_size)};
+    return LocalFile{name, ns_of(st.st_mtim), static_cast<uint64_t>(st.st_size), ns_of(st.st_ctim)};
 }
 
 std::string without_newlines(std::string_view s) {

@@ -24,6 +24,7 @@ struct LocalFile {
     std::string name;        // file name inside the folder, e.g. "abc.ics"
     int64_t mtime_ns = 0;    // st_mtim in nanoseconds
     uint64_t size = 0;
+    int64_t ctime_ns = 0;    // st_ctim: moves on every write, and no program can set it
     friend bool operator==(const LocalFile&, const LocalFile&) = default;
 };
 

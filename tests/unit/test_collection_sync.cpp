@@ -2,6 +2,9 @@
 // the paths real servers will not take on demand.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <filesystem>
 
@@ -143,6 +146,31 @@ TEST_CASE("a rejected sync token falls back to a full listing without losing a l
     CHECK(r.downloaded == 1);
     CHECK(f.server.items().at("a.ics") == event("a", "local edit"));
     CHECK(f.local("b.ics") == event("b", "server edit"));
+}
+
+TEST_CASE("a same-size rewrite that puts the old mtime back is still a local edit") {
+    // cp -p, rsync -t, touch -r: only the ctime tells. Missed, the edit
+    // would be overwritten by the next server change without a conflict copy.
+    Fixture f;
+    f.server.put("a.ics", event("a", "one"));
+    f.sync();
+    auto path = f.folder() / "a.ics";
+    struct stat before{};
+    REQUIRE(::stat(path.c_str(), &before) == 0);
+    f.write_local("a.ics", event("a", "two"));  // same length as "one"
+    timespec times[2] = {before.st_atim, before.st_mtim};
+    REQUIRE(::utimensat(AT_FDCWD, path.c_str(), times, 0) == 0);
+    struct stat after{};
+    REQUIRE(::stat(path.c_str(), &after) == 0);
+    REQUIRE(after.st_size == before.st_size);
+    REQUIRE(after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+
+    auto r = f.sync();
+    CHECK(r.uploaded == 1);
+    CHECK(f.server.items().at("a.ics") == event("a", "two"));
+    auto again = f.sync();  // the new ctime is recorded: nothing to do, nothing hashed as changed
+    CHECK(again.uploaded == 0);
+    CHECK(again.requests == 1);
 }
 
 TEST_CASE("edited on both sides: server wins by default and the local version is kept") {

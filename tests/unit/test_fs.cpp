@@ -57,7 +57,12 @@ TEST_CASE("Dir writes a new file whole, under its name only, with the mode and t
     CHECK((now.st_mode & 0777) == 0600);
     CHECK(now.st_size == st.st_size);
     CHECK(now.st_mtim.tv_nsec == st.st_mtim.tv_nsec);
+    CHECK(now.st_ctim.tv_nsec == st.st_ctim.tv_nsec);  // taken after the link, which moves it
     CHECK(dir.read("new.vcf") == "BEGIN:VCARD\n");
+    auto replaced = dir.write_atomic("new.vcf", "BEGIN:VCARD\r\n", 0600);
+    REQUIRE(::stat((t.path / "new.vcf").c_str(), &now) == 0);
+    CHECK(now.st_ino == replaced.st_ino);
+    CHECK(now.st_ctim.tv_nsec == replaced.st_ctim.tv_nsec);  // and after the rename
 }
 
 TEST_CASE("Dir replaces a file, a stale temp file and a symlink without writing through it") {

@@ -60,6 +60,7 @@ void check_equal(const CollectionState& a, const CollectionState& b) {
         CHECK(ia->second.hash == ib->second.hash);
         CHECK(ia->second.mtime_ns == ib->second.mtime_ns);
         CHECK(ia->second.size == ib->second.size);
+        CHECK(ia->second.ctime_ns == ib->second.ctime_ns);
     }
 }
 
@@ -84,6 +85,7 @@ TEST_CASE("save and load round trip, mode 0600, parents created") {
     s.token = SyncToken("http://example.com/sync/42");
     s.ctag = CTag("ctag \"quoted\" 7");
     auto a = item("/cal/alice/work/a%40b.ics", "a@b.ics", 1704450900123456789, 512);
+    a.ctime_ns = 1704450900987654321;
     auto b = item("/cal/alice/work/caf%C3%A9.ics", "caf\xc3\xa9.ics", -5, 0);
     b.etag = Etag();  // unknown
     s.items[href_key(a.href)] = a;
@@ -234,6 +236,7 @@ TEST_CASE("a well-formed file by hand loads") {
     // The key is the decoded href, whatever spelling the file used.
     REQUIRE(s.items.count("/c/a b.ics") == 1);
     CHECK(s.items.at("/c/a b.ics").mtime_ns == -3);
+    CHECK(s.items.at("/c/a b.ics").ctime_ns == 0);  // states from before ctime was kept still load
     CHECK(s.items.at("/c/a b.ics").size == 9);
     CHECK(stdfs::exists(path));
 }
