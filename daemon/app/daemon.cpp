@@ -60,10 +60,7 @@ Daemon::Daemon(core::EventLoop& loop, sdbus::IConnection& connection, std::files
                fs::XdgDirs xdg)
     : loop_(loop),
       connection_(connection),
-      pump_(loop, connection, [this] {
-          lost_bus_ = true;
-          shutdown();
-      }),
+      pump_(loop, connection, [this] { shutdown(); }),
       config_path_(std::move(config_path)),
       xdg_(std::move(xdg)),
       deferred_apply_(loop, [this] {

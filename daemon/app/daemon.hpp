@@ -33,6 +33,7 @@ public:
     // the next loop iteration (never re-entered from inside a bus callback),
     // so the queued bytes go out and the watches are re-armed.
     void after_send() { after_send_.schedule(); }
+    bool lost() const { return lost_; }
 
 private:
     void process();
@@ -60,7 +61,7 @@ public:
     // SIGTERM: ask running jobs to stop at the next item, wait for them, quit.
     void shutdown();
     // True when the daemon stopped because the session bus went away.
-    bool lost_bus() const { return lost_bus_; }
+    bool lost_bus() const { return pump_.lost(); }
 
 private:
     void apply(config::Config cfg);
@@ -80,7 +81,6 @@ private:
     std::optional<config::Config> pending_;  // loaded by Reload(), applied right after
     core::Defer deferred_apply_;
     std::string last_status_;
-    bool lost_bus_ = false;
 };
 
 }  // namespace davsyncd::app

@@ -6,6 +6,7 @@ Fixtures:
   server_factory       start(kind, name=None) -> server; more servers per test
   daemon_env           davtest.daemon.DaemonEnv with private XDG folders
   davsyncd             path of the binary ($DAVSYNCD or build/daemon/davsyncd)
+  bus                  a private dbus-daemon (davtest.dbus.PrivateBus)
 
 Server logs (and daemon logs in daemon_env) are attached to the report of a
 failing test, so a failure shows what the server saw.
@@ -21,6 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from davtest.daemon import DaemonEnv, davsyncd_path  # noqa: E402
+from davtest.dbus import PrivateBus  # noqa: E402
 from davtest.servers import DavServer, SERVERS  # noqa: E402
 
 
@@ -102,3 +104,10 @@ def pytest_runtest_makereport(item, call):
             for log in sorted(value.root.glob("*.log")):
                 text = log.read_text(errors="replace").splitlines()[-60:]
                 rep.sections.append((f"davsyncd log ({log})", "\n".join(text)))
+
+
+@pytest.fixture
+def bus(tmp_path):
+    b = PrivateBus(tmp_path / "bus").start()
+    yield b
+    b.stop()

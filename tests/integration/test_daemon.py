@@ -173,13 +173,6 @@ def demo_config(env: DaemonEnv, server, **extra) -> Path:
 
 
 @pytest.fixture
-def bus(tmp_path):
-    b = PrivateBus(tmp_path / "bus").start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def start_daemon(bus, daemon_env):
     """start(config) -> RunningDaemon; every daemon is stopped at the end."""
     started: list[RunningDaemon] = []

@@ -384,13 +384,6 @@ class Rig(SettleMixin):
 
 
 @pytest.fixture
-def bus(tmp_path):
-    b = PrivateBus(tmp_path / "bus").start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def make_rig(tmp_path, radicale, daemon_env, bus):
     rigs: list[Rig] = []
 

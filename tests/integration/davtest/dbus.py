@@ -136,6 +136,17 @@ class _GVariantParser:
             raise self.error("trailing text")
         return v
 
+    def items_until(self, close: str) -> list:
+        """Comma-separated values after an opening bracket, up to `close`."""
+        self.i += 1
+        items = []
+        while self.peek() != close:
+            items.append(self.value())
+            if self.peek() == ",":
+                self.i += 1
+        self.i += 1
+        return items
+
     def value(self) -> Any:
         c = self.peek()
         if c == "@":  # type annotation: @as [], @a{sv} {}
@@ -152,23 +163,9 @@ class _GVariantParser:
                 self.i += 1
             return self.value()
         if c == "(":
-            self.i += 1
-            items = []
-            while self.peek() != ")":
-                items.append(self.value())
-                if self.peek() == ",":
-                    self.i += 1
-            self.i += 1
-            return tuple(items)
+            return tuple(self.items_until(")"))
         if c == "[":
-            self.i += 1
-            items = []
-            while self.peek() != "]":
-                items.append(self.value())
-                if self.peek() == ",":
-                    self.i += 1
-            self.i += 1
-            return items
+            return self.items_until("]")
         if c == "{":
             self.i += 1
             d = {}
