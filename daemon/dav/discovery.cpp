@@ -259,6 +259,7 @@ nlohmann::json to_json(const CollectionInfo& c) {
         {"kind", to_string(c.kind)},
         {"components", c.components},
         {"sync_collection", c.supports_sync_collection},
+        {"read_only", c.read_only},
         {"sync_token", c.sync_token.str()},
         {"ctag", c.ctag.str()},
         {"push",
@@ -294,6 +295,7 @@ CollectionInfo collection_from_json(const nlohmann::json& j) {
     c.kind = kind_from_string(j.value("kind", "calendar")).value_or(CollectionKind::calendar);
     c.components = j.value("components", std::vector<std::string>{});
     c.supports_sync_collection = j.value("sync_collection", false);
+    c.read_only = j.value("read_only", false);
     c.sync_token = SyncToken(j.value("sync_token", ""));
     c.ctag = CTag(j.value("ctag", ""));
     if (auto p = j.find("push"); p != j.end() && p->is_object()) {

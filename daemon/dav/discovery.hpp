@@ -49,6 +49,9 @@ struct CollectionInfo {
     CollectionKind kind = CollectionKind::calendar;
     std::vector<std::string> components;  // VEVENT, VTODO, ... (calendars only)
     bool supports_sync_collection = false;
+    // DAV:current-user-privilege-set (RFC 3744) grants no write privilege:
+    // shared calendars, subscriptions, Nextcloud's birthday calendar.
+    bool read_only = false;
     SyncToken sync_token;
     CTag ctag;
     PushSupport push;

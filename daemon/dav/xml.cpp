@@ -306,4 +306,18 @@ std::optional<QName> error_condition(std::string_view body) {
     }
 }
 
+// First version: only SabreDAV's s:message (the full reader comes with the
+// interoperability work).
+std::string server_reason(std::string_view, std::string_view body) {
+    try {
+        Document doc(body);
+        const Element* root = doc.root();
+        if (!is(root, kDav, "error")) return {};
+        for (const Element* e = root->FirstChildElement(); e; e = e->NextSiblingElement())
+            if (is(e, "http://sabredav.org/ns", "message")) return text(e, 4096).substr(0, 200);
+    } catch (const XmlError&) {
+    }
+    return {};
+}
+
 }  // namespace davsyncd::xml

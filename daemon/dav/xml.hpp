@@ -101,4 +101,9 @@ int parse_status_line(std::string_view line);
 struct QName { std::string ns; std::string local; };
 std::optional<QName> error_condition(std::string_view body);
 
+// The server's human-readable reason for a refused request, shortened to one
+// line of at most ~200 bytes: SabreDAV's s:message inside DAV:error, or the
+// text of a text/plain or HTML body. "" when the body says nothing useful.
+std::string server_reason(std::string_view content_type, std::string_view body);
+
 }  // namespace davsyncd::xml
