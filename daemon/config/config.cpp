@@ -435,7 +435,8 @@ private:
             } else {
                 static const std::set<std::string_view> account_keys = {
                     "id", "url", "username", "password_command", "password", "local_root", "sync_interval",
-                    "collections", "verify_tls", "conflict_policy", "multiget_batch"};
+                    "collections", "verify_tls", "conflict_policy", "multiget_batch",
+                    "deletion_guard_items", "deletion_guard_percent"};
                 unknown_key(line, "", key, known,
                             account_keys.count(key) ? "it belongs inside an entry of 'accounts'" : "");
             }
@@ -475,7 +476,8 @@ private:
 
         static const std::vector<std::string_view> known = {
             "id", "url", "username", "password_command", "password", "local_root", "sync_interval",
-            "collections", "verify_tls", "conflict_policy", "multiget_batch"};
+            "collections", "verify_tls", "conflict_policy", "multiget_batch",
+            "deletion_guard_items", "deletion_guard_percent"};
         bool have_url = false, have_username = false, explicit_root = false;
         int password_line = 0, command_line = 0, root_line = 0;
         for (const auto& [key, value] : v.items()) {
@@ -530,6 +532,12 @@ private:
                 a.multiget_batch = static_cast<unsigned>(expect_int(
                     value, line, ctx, key, 1, kMaxMultigetBatch,
                     "a positive integer (items per request)"));
+            } else if (key == "deletion_guard_items") {
+                a.deletion_guard.max_items = static_cast<unsigned>(expect_int(
+                    value, line, ctx, key, 0, 1000000, "a whole number of items (0 or more)"));
+            } else if (key == "deletion_guard_percent") {
+                a.deletion_guard.max_fraction = static_cast<double>(expect_int(
+                    value, line, ctx, key, 0, 100, "a percentage from 0 to 100")) / 100.0;
             } else {
                 unknown_key(line, ctx, key, known,
                             key == "push_distributor" || key == "accounts" ? "it belongs at the top level" : "");

@@ -36,6 +36,15 @@ struct CollectionFilter {
     bool accepts(const std::string& id, const std::string& display_name) const;
 };
 
+// How many deletions one sync may apply to a collection, from either side,
+// before it asks the user to confirm: more than `max_items` AND more than
+// `max_fraction` of the collection (a wiped disk, a mistaken rm, a server
+// that lost its data). A side that became empty always asks.
+struct DeletionGuard {
+    unsigned max_items = 10;
+    double max_fraction = 0.5;
+};
+
 struct Account {
     std::string id;        // [A-Za-z0-9_-]{1,64}; names folders, D-Bus paths and logs
     std::string url;       // http(s) URL: a collection home, a principal or just the server
@@ -48,6 +57,7 @@ struct Account {
     bool verify_tls = true;
     ConflictPolicy conflict_policy = ConflictPolicy::server_wins;
     unsigned multiget_batch = 0;                  // 0 = engine default
+    DeletionGuard deletion_guard;
 };
 
 struct Config {

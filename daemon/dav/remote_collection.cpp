@@ -61,8 +61,10 @@ std::optional<Href> RemoteCollection::member(std::string_view href) const {
 }
 
 void RemoteCollection::fail(const Request& req, const Response& resp) const {
+    // The server's own words (Sabre's s:message, a text page) say more than the status.
+    auto reason = xml::server_reason(resp.header("content-type").value_or(""), resp.body);
     throw RemoteError(cat(req.method, " ", url::redact(req.url), ": ", status_text(resp.status),
-                          resp.status == 401 ? " (authentication failed)" : ""),
+                          resp.status == 401 ? " (authentication failed)" : "", reason.empty() ? "" : ": ", reason),
                       resp.status, resp.retry_after());
 }
 
@@ -196,14 +198,27 @@ std::optional<MemberData> RemoteCollection::get(const Href& href) {
     return MemberData{href, Etag(resp.header("etag").value_or("")), std::move(resp.body)};
 }
 
-WriteResult RemoteCollection::put(const Href& href, const std::string& body, const std::optional<Etag>& if_match) {
+std::string WriteResult::describe() const {
+    return reason.empty() ? cat("HTTP ", status) : cat("HTTP ", status, ": ", reason);
+}
+
+// A write's answer as a result; only a refused password is the account's
+// problem rather than this item's.
+WriteResult RemoteCollection::write_result(const Request& req, const Response& resp) const {
+    if (resp.status == 401) fail(req, resp);
+    WriteResult w{resp.status, Etag(resp.header("etag").value_or("")), {}};
+    if (!w.ok()) w.reason = xml::server_reason(resp.header("content-type").value_or(""), resp.body);
+    return w;
+}
+
+WriteResult RemoteCollection::put(const Href& href, const std::string& body, PutCondition condition, const Etag& etag) {
     auto req = Request::put(absolute(href), body,
                             is_addressbook() ? "text/vcard; charset=utf-8" : "text/calendar; charset=utf-8");
-    if (if_match && !if_match->empty()) req.header("If-Match", if_match->str());
-    else req.header("If-None-Match", "*");
-    auto resp = http_.send(req);
-    WriteResult w{resp.status, Etag(resp.header("etag").value_or(""))};
-    if (!w.ok() && !w.precondition_failed() && !w.not_found()) fail(req, resp);
+    if (condition == PutCondition::if_match && etag.empty())
+        throw std::logic_error("PUT If-Match without an etag");  // would silently become unconditional
+    if (condition == PutCondition::if_match) req.header("If-Match", etag.str());
+    if (condition == PutCondition::create) req.header("If-None-Match", "*");
+    auto w = write_result(req, http_.send(req));
     // A weak etag from a PUT does not identify the stored bytes (RFC 4791 §5.3.4): re-read later.
     if (w.etag.str().starts_with("W/")) w.etag = Etag();
     return w;
@@ -212,9 +227,8 @@ WriteResult RemoteCollection::put(const Href& href, const std::string& body, con
 WriteResult RemoteCollection::remove(const Href& href, const Etag& if_match) {
     auto req = Request::del(absolute(href));
     if (!if_match.empty()) req.header("If-Match", if_match.str());
-    auto resp = http_.send(req);
-    WriteResult w{resp.status, {}};
-    if (!w.ok() && !w.precondition_failed() && !w.not_found()) fail(req, resp);
+    auto w = write_result(req, http_.send(req));
+    w.etag = Etag();
     return w;
 }
 

@@ -47,12 +47,34 @@ struct InvalidSyncToken : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// The answer to a PUT or DELETE. Every status is a result, not an
+// exception (except 401, which concerns the whole account), so that one
+// refused item never stops the rest of the collection.
 struct WriteResult {
     long status = 0;
     Etag etag;           // from the response; empty when the server sent none
+    std::string reason;  // the server's own words (Sabre's s:message, a text body), may be empty
     bool ok() const { return status >= 200 && status < 300; }
     bool precondition_failed() const { return status == 412; }
     bool not_found() const { return status == 404 || status == 410; }
+    // The server will not take this version of the item, however often it
+    // is sent: 400, 403, 409 (no-uid-conflict), 413, 415, 422 and the like.
+    bool refused() const {
+        return status >= 400 && status < 500 && !precondition_failed() && !not_found() && status != 401 &&
+               status != 408 && status != 423 && status != 429;
+    }
+    // Worth trying again later: 5xx (507 included), 408, 423, 429, and
+    // anything else unexpected (a redirect we did not follow).
+    bool temporary() const { return !ok() && !precondition_failed() && !not_found() && !refused(); }
+    // "HTTP 403: <reason>", for logs and the conflicts folder.
+    std::string describe() const;
+};
+
+// How a PUT guards against overwriting a change it has not seen.
+enum class PutCondition {
+    create,        // If-None-Match: * (a new member)
+    if_match,      // If-Match: <etag> (an update of the version we know)
+    unconditional  // the server gave no etag to match (rare): plain PUT
 };
 
 class RemoteCollection {
@@ -83,10 +105,10 @@ public:
     std::vector<MemberData> multiget(const std::vector<Href>& hrefs);
     // GET; nullopt on 404/410.
     std::optional<MemberData> get(const Href& href);
-    // PUT with If-Match (update) or, without an etag, If-None-Match: * (create).
-    // 412 and 404 are results, not exceptions.
-    WriteResult put(const Href& href, const std::string& body, const std::optional<Etag>& if_match);
-    // DELETE with If-Match.
+    // PUT guarded by `condition` (`etag` is used with if_match). Throws only
+    // for 401 and transport failures; every other status is a WriteResult.
+    WriteResult put(const Href& href, const std::string& body, PutCondition condition, const Etag& etag = {});
+    // DELETE with If-Match (none when the etag is unknown). Same contract as put().
     WriteResult remove(const Href& href, const Etag& if_match);
 
     // The href for a new member with this file name (percent-encoded).
@@ -98,6 +120,7 @@ private:
     // on another origin, outside the collection, or the collection itself.
     std::optional<Href> member(std::string_view href) const;
     [[noreturn]] void fail(const Request& req, const Response& resp) const;
+    WriteResult write_result(const Request& req, const Response& resp) const;
     std::string current_property(std::string_view ns, std::string_view name);  // "" when absent
 
     HttpClient& http_;

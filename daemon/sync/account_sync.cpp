@@ -118,6 +118,7 @@ SyncReport sync_collection(dav::HttpClient& http, const PlannedCollection& plan,
     SyncOptions o;
     o.policy = account.conflict_policy;
     if (account.multiget_batch) o.multiget_batch = account.multiget_batch;
+    o.deletion_guard = account.deletion_guard;
     o.force_delete = flags.force_delete;
     o.local_trigger_only = flags.local_trigger_only;
     o.cancel = flags.cancel;

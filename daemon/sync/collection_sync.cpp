@@ -20,6 +20,43 @@ std::filesystem::path journal_path(const std::filesystem::path& state_file) {
     return state_file.string() + ".journal";
 }
 
+// Local changes the server did not take (see UploadFailures).
+std::filesystem::path uploads_path(const std::filesystem::path& state_file) {
+    return state_file.string() + ".uploads";
+}
+
+// Follows a 507-truncated sync-collection only while it makes progress: a
+// server that hands back the token it was given, one it gave before, a page
+// with no href not seen yet in this sync, or more pages than the collection
+// can need, is going round in circles (or is hostile) and gets no more
+// requests. The cap lets a server that sends at least ten items a page list
+// the whole collection and a thousand changes.
+// How a read-only collection answers any write, without being asked.
+dav::WriteResult read_only_refusal() { return {403, {}, "the collection is read-only"}; }
+
+class PageGuard {
+public:
+    explicit PageGuard(size_t known_items) : max_pages_(100 + known_items / 10) {}
+
+    // "" to ask for the next page, else why not.
+    std::string next(const SyncToken& asked, const dav::ChangePage& page) {
+        if (++pages_ >= max_pages_) return cat("still truncated after ", pages_, " pages");
+        if (page.token == asked) return "the server answered 507 but returned the same sync-token";
+        if (!tokens_.insert(page.token.str()).second) return "the server returned a sync-token it had given before";
+        bool news = false;
+        for (const auto& c : page.changed) news |= hrefs_.insert(c.href.str()).second;
+        for (const auto& h : page.deleted) news |= hrefs_.insert(h.str()).second;
+        if (!news) return "a truncated page brought no new item";
+        return {};
+    }
+
+private:
+    size_t max_pages_;
+    size_t pages_ = 0;
+    std::set<std::string> tokens_;
+    std::set<std::string> hrefs_;
+};
+
 std::string utc_stamp() {
     std::time_t now = std::time(nullptr);
     std::tm tm{};
@@ -54,12 +91,15 @@ bool same_stamp(const LocalFile& f, const ItemState& item) {
 
 }  // namespace
 
+
 std::string summary(const std::string& label, const SyncReport& r) {
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.2f", static_cast<double>(r.duration.count()) / 1000.0);
     std::string line = cat(label, ": ", r.downloaded, " down, ", r.uploaded, " up, ", r.deleted_local,
                            " deleted here, ", r.deleted_remote, " deleted on server, ", r.conflicts, " conflicts, ",
                            r.requests, " requests, ", secs, " s");
+    if (r.refused) line += cat(", ", r.refused, " refused by the server");
+    if (r.pending_uploads) line += cat(", ", r.pending_uploads, " waiting to upload");
     if (r.skipped) line += cat(", ", r.skipped, " skipped");
     if (r.refused_mass_deletion) line += cat(" -- REFUSED: ", r.refused_reason);
     return line;
@@ -70,50 +110,56 @@ CollectionSync::CollectionSync(dav::RemoteCollection& remote, VdirStore& local, 
     if (opts_.multiget_batch == 0) opts_.multiget_batch = 100;
 }
 
+std::string CollectionSync::Upload::hash() const { return deletion ? std::string() : content_hash(content); }
+
 SyncReport CollectionSync::run() {
     const auto started = std::chrono::steady_clock::now();
     const auto requests_before = remote_.requests_sent();
     report_ = {};
     state_ = CollectionState::load(opts_.state_file);
+    failures_ = UploadFailures::load(uploads_path(opts_.state_file));
     if (state_.collection_url != remote_.url()) {
         if (!state_.collection_url.empty())
             log::warning(opts_.label, ": state belonged to ", url::redact(state_.collection_url), "; starting afresh");
         state_ = CollectionState{};
         state_.collection_url = remote_.url();
     }
+    auto finish = [&] {
+        failures_.save(uploads_path(opts_.state_file));
+        report_.pending_uploads = failures_.waiting_retry();
+        report_.refused_uploads = failures_.refused_count();
+        report_.token = state_.token;
+        report_.items = state_.items.size();
+        report_.requests = remote_.requests_sent() - requests_before;
+        report_.duration =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+        return report_;
+    };
 
     // 0. Finish the bookkeeping of an interrupted sync.
     recover_interrupted();
 
-    // The collection's name and colour, for khal and khard.
-    local_.set_metadata("displayname", remote_.info().display_name);
-    local_.set_metadata("color", remote_.info().color);
+    // The collection's name and colour, for khal and khard. One the user set
+    // stays when the server has none.
+    if (!remote_.info().display_name.empty()) local_.set_metadata("displayname", remote_.info().display_name);
+    if (!remote_.info().color.empty()) local_.set_metadata("color", remote_.info().color);
 
     // 1. What changed in the folder since the last sync.
     LocalChanges changes = scan_local();
-    if (opts_.local_trigger_only && changes.created.empty() && changes.edited.empty() && changes.deleted.empty()) {
+    if (opts_.local_trigger_only && changes.empty()) {
         log::debug(opts_.label, ": nothing changed locally");
         state_.save(opts_.state_file);  // keeps the refreshed mtimes of touched files
-        report_.token = state_.token;
-        report_.items = state_.items.size();
-        return report_;
+        return finish();
     }
-    if (local_side_wiped(changes)) {
-        report_.requests = remote_.requests_sent() - requests_before;
-        return report_;
-    }
+    if (deletion_needs_confirmation(changes.deleted.size(), state_.items.size() - changes.deleted.size(), "local"))
+        return finish();
 
     // 2. Upload local changes with conditional requests.
     upload(changes);
 
     // 3. Pull server changes; 4. the token is saved inside, after its items.
     pull();
-
-    report_.token = state_.token;
-    report_.items = state_.items.size();
-    report_.requests = remote_.requests_sent() - requests_before;
-    report_.duration = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-    return report_;
+    return finish();
 }
 
 // --- 0. recover ---------------------------------------------------------------
@@ -144,16 +190,29 @@ void CollectionSync::recover_interrupted() {
         if (!j.is_object()) continue;
         std::string file = j.value("file", "");
         std::string hash = j.value("hash", "");
-        if (!local_.valid_name(file) || !local_.stat(file)) continue;
-        if (content_hash(local_.read(file)) != hash) {
-            // Our own write, torn by a power loss before the flush: a file
-            // the state does not know is ours alone; the download is redone.
-            if (!state_.find_by_file(file)) local_.remove(file);
-            continue;  // else the old content: the download is simply redone
+        std::string key = j.value("key", "");
+        if (!local_.valid_name(file) || !local_.stat(file) || key.empty()) continue;
+        Href href(j.value("href", ""));
+        Etag etag(j.value("etag", ""));
+        if (state_.find_by_file(file)) continue;  // the state's older version: the download is simply redone
+        std::string content = local_.read(file);
+        if (content_hash(content) == hash) {
+            state_.items[key] = synced(href, etag, file, hash, *local_.stat(file));
+            ++adopted;
+            continue;
         }
-        state_.items[j.value("key", "")] =
-            synced(Href(j.value("href", "")), Etag(j.value("etag", "")), file, hash, *local_.stat(file));
-        ++adopted;
+        // Changed since the interrupted sync wrote it: an edit the user made
+        // at once (khal writes immediately), or our own write torn by a power
+        // loss. Neither is ours to delete.
+        if (looks_like(local_.format(), content)) {
+            // Known as the downloaded version with no stamp, so the scan sees
+            // an edit and uploads it against that etag (a 412 becomes a conflict).
+            state_.items[key] = ItemState{href, etag, file, hash, 0, 0, 0};
+            log::info(opts_.label, ": ", file, ": edited after an interrupted download; kept as a local edit");
+        } else {
+            keep_loser(file, "local", content, "refused: it changed after an interrupted download and is not a valid item");
+            local_.remove(file);  // the download is redone
+        }
     }
     if (adopted) log::info(opts_.label, ": recovered ", adopted, " items written by an interrupted sync");
     save_state();
@@ -186,39 +245,94 @@ CollectionSync::LocalChanges CollectionSync::scan_local() {
     for (const auto& [name, f] : files)
         if (!known.contains(name)) changes.created.push_back(name);
 
-    if (!changes.created.empty() || !changes.edited.empty() || !changes.deleted.empty())
+    drop_waiting(changes);
+    if (!changes.empty())
         log::info(opts_.label, ": local changes: ", changes.created.size(), " new, ", changes.edited.size(), " edited, ",
                   changes.deleted.size(), " deleted");
     return changes;
 }
 
-// An empty folder where items used to be is more likely a wiped disk or a
-// mistaken rm than the user deleting everything: ask before mirroring it.
-bool CollectionSync::local_side_wiped(const LocalChanges& changes) {
-    if (opts_.force_delete || changes.files != 0 || state_.items.size() < 2) return false;
+// Changes the server refused in this very version, or whose retry time has
+// not come, are not sent now; records of changes that are gone are dropped.
+void CollectionSync::drop_waiting(LocalChanges& changes) {
+    std::set<std::string> changed_files;
+    auto now = UploadFailures::Clock::now();
+    unsigned waiting = 0;
+    auto waits = [&](const std::string& file, bool deletion) {
+        changed_files.insert(file);
+        if (!failures_.find(file)) return false;
+        bool w = failures_.must_wait(file, deletion ? std::string() : content_hash(local_.read(file)), now);
+        waiting += w;
+        return w;
+    };
+    std::erase_if(changes.created, [&](const std::string& file) { return waits(file, false); });
+    std::erase_if(changes.edited, [&](const std::string& key) { return waits(state_.items.at(key).file, false); });
+    std::erase_if(changes.deleted, [&](const std::string& key) { return waits(state_.items.at(key).file, true); });
+    failures_.retain_if([&](const std::string& file) { return changed_files.contains(file); });
+    if (waiting) log::debug(opts_.label, ": ", waiting, " local change(s) wait (refused, or retried later)");
+}
+
+// Deleting many items at once is more likely a wiped disk, a mistaken rm or
+// a server that lost its data than the user's wish: ask before mirroring it.
+bool CollectionSync::deletion_needs_confirmation(size_t deletions, size_t remaining, const char* side) {
+    if (opts_.force_delete || deletions == 0) return false;
+    size_t total = deletions + remaining;
+    bool emptied = remaining == 0 && total >= 2;
+    bool too_many = deletions > opts_.deletion_guard.max_items &&
+                    static_cast<double>(deletions) > static_cast<double>(total) * opts_.deletion_guard.max_fraction;
+    if (!emptied && !too_many) return false;
     report_.refused_mass_deletion = true;
-    report_.refused_reason = cat("the local folder ", local_.folder().string(), " is empty but ", state_.items.size(),
-                                 " items were synced before; nothing was deleted on the server (confirm with --force-delete)");
-    log::error(opts_.label, ": ", report_.refused_reason);
+    report_.refused_reason =
+        std::string(side) == "local"
+            ? cat(deletions, " of ", total, " items were deleted in ", local_.folder().string(),
+                  "; nothing was deleted on the server. Confirm with 'davsyncctl confirm-delete' (or --force-delete)")
+            : cat("the server deleted ", deletions, " of ", total,
+                  " items; no local file was deleted. Confirm with 'davsyncctl confirm-delete' (or --force-delete)");
+    log::error(opts_.label, ": deletion refused: ", report_.refused_reason);
     return true;
 }
 
 // --- 2. upload ------------------------------------------------------------------
 
 void CollectionSync::upload(const LocalChanges& changes) {
+    if (changes.empty()) return;
+    if (remote_.info().read_only) {
+        keep_local_changes_of_read_only(changes);
+    } else {
+        for (const auto& key : changes.deleted) {
+            check_cancel();
+            upload_deletion(key);
+        }
+        for (const auto& key : changes.edited) {
+            check_cancel();
+            upload_edit(key);
+        }
+        for (const auto& file : changes.created) {
+            check_cancel();
+            upload_creation(file);
+        }
+    }
+    save_state();
+}
+
+// A read-only collection (a shared calendar, a subscription) takes no
+// write: each local change is handled as the server would refuse it, without
+// asking it first.
+void CollectionSync::keep_local_changes_of_read_only(const LocalChanges& changes) {
+    const auto read_only = read_only_refusal();
     for (const auto& key : changes.deleted) {
         check_cancel();
-        upload_deletion(key);
+        refuse({state_.items.at(key).file, key, {}, true}, read_only);
     }
     for (const auto& key : changes.edited) {
         check_cancel();
-        upload_edit(key);
+        const auto& file = state_.items.at(key).file;
+        refuse({file, key, local_.read(file), false}, read_only);
     }
     for (const auto& file : changes.created) {
         check_cancel();
-        upload_creation(file);
+        refuse({file, std::nullopt, local_.read(file), false}, read_only);
     }
-    if (!changes.created.empty() || !changes.edited.empty() || !changes.deleted.empty()) save_state();
 }
 
 void CollectionSync::upload_creation(const std::string& file) {
@@ -239,7 +353,7 @@ void CollectionSync::upload_creation(const std::string& file) {
     Href href = remote_.member_href(file);
     if (state_.items.contains(href_key(href))) href = remote_.member_href(random_uuid() + extension(local_.format()));
 
-    auto w = remote_.put(href, content, std::nullopt);
+    auto w = remote_.put(href, content, dav::PutCondition::create);
     if (w.precondition_failed()) {
         // Something already lives at that href: this very item (an earlier
         // upload whose answer was lost), or another one that took the name.
@@ -250,13 +364,13 @@ void CollectionSync::upload_creation(const std::string& file) {
             return;
         }
         href = remote_.member_href(random_uuid() + extension(local_.format()));
-        w = remote_.put(href, content, std::nullopt);
+        w = remote_.put(href, content, dav::PutCondition::create);
     }
     if (!w.ok()) {
-        log::warning(opts_.label, ": ", file, ": upload refused (HTTP ", w.status, "); will retry");
-        ++report_.skipped;
+        not_taken({file, std::nullopt, content, false}, w);
         return;
     }
+    failures_.forget(file);
     record(href_key(href), href, w.etag, file, content_hash(content));
     ++report_.uploaded;
 }
@@ -269,22 +383,40 @@ void CollectionSync::upload_edit(const std::string& key) {
         ++report_.skipped;
         return;
     }
-    auto w = remote_.put(item.href, content, item.etag);
+    Etag base = item.etag;
+    if (base.empty()) {
+        // The server gave no usable etag for the version we know (a weak one
+        // after a PUT). Look before writing: unchanged there means ours to update.
+        auto server = remote_.get(item.href);
+        if (!server || content_hash(server->data) != item.hash || server->etag.empty()) {
+            resolve_conflict(key, content);
+            return;
+        }
+        base = server->etag;
+    }
+    auto w = remote_.put(item.href, content, dav::PutCondition::if_match, base);
     if (w.ok()) {
+        failures_.forget(item.file);
         record(key, item.href, w.etag, item.file, content_hash(content));
         ++report_.uploaded;
         return;
     }
     // 412: the server copy changed since we saw it (404: it is gone).
-    resolve_conflict(key, content);
+    if (w.precondition_failed() || w.not_found()) resolve_conflict(key, content);
+    else not_taken({item.file, key, content, false}, w);
 }
 
 void CollectionSync::upload_deletion(const std::string& key) {
     ItemState item = state_.items.at(key);
     auto w = remote_.remove(item.href, item.etag);
     if (w.ok() || w.not_found()) {
+        failures_.forget(item.file);
         state_.items.erase(key);
         if (w.ok()) ++report_.deleted_remote;
+        return;
+    }
+    if (!w.precondition_failed()) {
+        not_taken({item.file, key, {}, true}, w);
         return;
     }
     // 412: changed on the server after we last saw it. An edit beats a deletion.
@@ -293,11 +425,73 @@ void CollectionSync::upload_deletion(const std::string& key) {
         state_.items.erase(key);
         return;
     }
-    auto st = local_.write(item.file, current->data);
-    state_.items[key] = synced(item.href, current->etag, item.file, content_hash(current->data), st);
-    report_.written_files.push_back(item.file);
-    ++report_.downloaded;
+    restore_server_version(key, *current);
     log::info(opts_.label, ": ", item.file, ": deleted here but changed on the server; restored the server's version");
+}
+
+// A write the server did not take. A temporary failure is retried later
+// with this item's own backoff; anything else is a refusal.
+void CollectionSync::not_taken(const Upload& change, const dav::WriteResult& w) {
+    if (!w.temporary()) {
+        refuse(change, w);
+        return;
+    }
+    failures_.failed_temporarily(change.file, change.hash(), w.status, w.reason, UploadFailures::Clock::now());
+    const auto* f = failures_.find(change.file);
+    auto wait = f->retry_at - std::chrono::duration_cast<std::chrono::seconds>(
+                                  UploadFailures::Clock::now().time_since_epoch()).count();
+    log::warning(opts_.label, ": ", change.file, ": the server failed to take ", change.deletion ? "the deletion" : "the change",
+                 " (", w.describe(), "); trying again in ", wait, " s (attempt ", f->attempts, ")");
+}
+
+// The server will not take this version, however often it is sent. The
+// user's version is never lost:
+//   - the server has a version: the local one goes to the conflicts folder
+//     (with the reason beside it) and the server's is restored;
+//   - it has none and forbids writing here (403, read-only): the local file
+//     goes to the conflicts folder;
+//   - it has none and rejects the content (400, 409, 415, ...): the file
+//     stays and is not sent again until the user changes it.
+// A refused deletion brings the server's version back.
+void CollectionSync::refuse(const Upload& change, const dav::WriteResult& w) {
+    ++report_.refused;
+    failures_.forget(change.file);
+    std::optional<dav::MemberData> server;
+    if (change.key) server = remote_.get(state_.items.at(*change.key).href);
+    const std::string why = cat("refused by the server (", w.describe(), ")");
+    if (change.deletion) {
+        if (server) restore_server_version(*change.key, *server);
+        else state_.items.erase(*change.key);
+        log::warning(opts_.label, ": ", change.file, ": deletion ", why,
+                     server ? "; restored the server's version" : "; the server no longer has it either");
+        return;
+    }
+    if (server) {
+        auto aside = keep_loser(change.file, "local", change.content, why);
+        restore_server_version(*change.key, *server);
+        log::warning(opts_.label, ": ", change.file, ": change ", why, "; kept it in ", aside.string(),
+                     " and restored the server's version");
+        return;
+    }
+    if (w.status == 403) {
+        auto aside = keep_loser(change.file, "local", change.content, why);
+        local_.remove(change.file);
+        if (change.key) state_.items.erase(*change.key);
+        report_.removed_files.push_back(change.file);
+        log::warning(opts_.label, ": ", change.file, ": ", why, "; moved it to ", aside.string());
+        return;
+    }
+    failures_.refused(change.file, change.hash(), w.status, w.reason);
+    log::warning(opts_.label, ": ", change.file, ": ", why, "; left in place, not sent again until it changes");
+}
+
+// Puts the server's version of a known item back in the folder.
+void CollectionSync::restore_server_version(const std::string& key, const dav::MemberData& server) {
+    const std::string file = state_.items.at(key).file;
+    auto st = local_.write(file, server.data);
+    state_.items[key] = synced(server.href, server.etag, file, content_hash(server.data), st);
+    report_.written_files.push_back(file);
+    ++report_.downloaded;
 }
 
 // --- conflicts --------------------------------------------------------------------
@@ -309,12 +503,12 @@ void CollectionSync::resolve_conflict(const std::string& key, const std::string&
     auto server = remote_.get(item.href);
     if (!server) {
         // Deleted on the server, edited here: the edit wins.
-        auto w = remote_.put(item.href, local_content, std::nullopt);
+        auto w = remote_.put(item.href, local_content, dav::PutCondition::create);
         if (!w.ok()) {
-            log::warning(opts_.label, ": ", item.file, ": re-upload refused (HTTP ", w.status, "); will retry");
-            ++report_.skipped;
+            not_taken({item.file, key, local_content, false}, w);
             return;
         }
+        failures_.forget(item.file);
         record(key, item.href, w.etag, item.file, content_hash(local_content));
         ++report_.uploaded;
         log::info(opts_.label, ": ", item.file, ": deleted on the server but edited here; uploaded again");
@@ -335,24 +529,31 @@ void CollectionSync::resolve_conflict(const std::string& key, const std::string&
 
     ++report_.conflicts;
     if (server_wins) {
-        keep_loser(item.file, "local", local_content);
-        auto st = local_.write(item.file, server->data);
-        state_.items[key] = synced(item.href, server->etag, item.file, content_hash(server->data), st);
-        report_.written_files.push_back(item.file);
-        ++report_.downloaded;
+        keep_loser(item.file, "local", local_content, "both sides changed it");
+        restore_server_version(key, *server);
     } else {
-        keep_loser(item.file, "server", server->data);
-        auto w = remote_.put(item.href, local_content, server->etag);
-        if (!w.ok()) {
+        keep_loser(item.file, "server", server->data, "both sides changed it");
+        auto w = server->etag.empty() ? remote_.put(item.href, local_content, dav::PutCondition::unconditional)
+                                      : remote_.put(item.href, local_content, dav::PutCondition::if_match, server->etag);
+        if (w.precondition_failed()) {
             log::warning(opts_.label, ": ", item.file, ": changed again on the server while resolving a conflict; retrying next sync");
             return;
         }
+        if (!w.ok()) {
+            not_taken({item.file, key, local_content, false}, w);
+            return;
+        }
+        failures_.forget(item.file);
         record(key, item.href, w.etag, item.file, content_hash(local_content));
         ++report_.uploaded;
     }
 }
 
-void CollectionSync::keep_loser(const std::string& file, const std::string& side, const std::string& content) {
+// Keeps a version that lost (a conflict, or a refusal) in the conflicts
+// folder as <stamp>-<side>-<file>; with a refusal, the server's reason goes
+// into <that name>.reason beside it.
+std::filesystem::path CollectionSync::keep_loser(const std::string& file, const std::string& side,
+                                                 const std::string& content, const std::string& why) {
     fs::make_dirs(opts_.conflicts_dir, 0700);
     // Two conflicts on one file within a second must not share a name: the
     // rename would replace the earlier losing version.
@@ -360,8 +561,15 @@ void CollectionSync::keep_loser(const std::string& file, const std::string& side
     auto path = opts_.conflicts_dir / cat(stamp, "-", side, "-", file);
     for (int n = 2; std::filesystem::exists(path); ++n) path = opts_.conflicts_dir / cat(stamp, "-", n, "-", side, "-", file);
     fs::write_atomic(path, content, 0600);
-    log::warning(opts_.label, ": conflict on ", file, ": both sides changed it; the ", side,
-                 " version was set aside in ", path.string());
+    if (why.starts_with("refused")) {
+        auto reason = path;
+        reason += ".reason";
+        fs::write_atomic(reason, why + "\n", 0600);
+    } else {
+        log::warning(opts_.label, ": conflict on ", file, ": ", why, "; the ", side, " version was set aside in ",
+                     path.string());
+    }
+    return path;
 }
 
 // --- 3. pull ----------------------------------------------------------------------
@@ -372,58 +580,89 @@ void CollectionSync::pull() {
     else pull_incremental();
 }
 
-// Changes since our token, page by page (a 507 means "ask again").
+// Changes since our token, page by page (a 507 means "ask again"). The
+// token is saved after each page while no deletion waits; deletions of all
+// pages are counted together for the deletion guard and applied at the end.
 void CollectionSync::pull_incremental() {
+    PageGuard guard(state_.items.size());
+    std::set<std::string> gone;
+    SyncToken cursor = state_.token;
     for (;;) {
         dav::ChangePage page;
         try {
-            page = remote_.changes_since(state_.token);
+            page = remote_.changes_since(cursor);
         } catch (const dav::RemoteError& e) {
             // Xandikos before 0.2.10 answers a token it no longer knows with a
             // bare 500. Recover the same way; a server that is really broken
             // fails the listing too.
-            if (e.status != 500 || state_.token.empty()) throw;
+            if (e.status != 500 || cursor != state_.token) throw;
             log::warning(opts_.label, ": ", e.what(), " on our sync token; treating the token as invalid");
             recover_with_listing();
             return;
         } catch (const dav::InvalidSyncToken& e) {
+            if (cursor != state_.token) throw;  // a token the server gave a moment ago
             log::warning(opts_.label, ": ", e.what(), "; listing everything to recover");
             recover_with_listing();
             return;
         }
         std::vector<Href> fetch;
         for (const auto& c : page.changed) {
+            gone.erase(href_key(c.href));
             auto it = state_.items.find(href_key(c.href));
             if (it == state_.items.end() || it->second.etag.empty() || it->second.etag != c.etag) fetch.push_back(c.href);
         }
-        std::vector<std::string> gone;
         for (const auto& h : page.deleted)
-            if (state_.items.contains(href_key(h))) gone.push_back(href_key(h));
-        if (refuse_remote_wipe(gone.size(), page.changed.size())) return;
-
+            if (state_.items.contains(href_key(h))) gone.insert(href_key(h));
         download(fetch);
-        for (const auto& key : gone) apply_remote_deletion(key);
-        state_.token = page.token;
-        save_state();
-        if (!page.truncated) return;
+        auto asked = std::exchange(cursor, page.token);
+        if (gone.empty()) {
+            state_.token = cursor;
+            save_state();
+        }
+        if (!page.truncated) break;
+        if (auto stop = guard.next(asked, page); !stop.empty()) {
+            log::warning(opts_.label, ": ", stop, "; listing the collection instead");
+            pull_by_listing();
+            return;
+        }
         log::debug(opts_.label, ": result truncated by the server; asking for the rest");
     }
+    if (deletion_needs_confirmation(gone.size(), state_.items.size() - gone.size(), "server")) return;
+    for (const auto& key : gone) apply_remote_deletion(key);
+    state_.token = cursor;
+    save_state();
 }
 
 // The server no longer knows our token: list every member with its etag
-// (sync-collection from scratch) and reconcile with what we hold. Local
-// edits were uploaded before, so nothing of ours is lost.
+// (sync-collection from scratch, page by page; only the hrefs are kept
+// across pages) and reconcile with what we hold. Local edits were uploaded
+// before, so nothing of ours is lost.
 void CollectionSync::recover_with_listing() {
-    std::vector<dav::MemberEtag> members;
+    PageGuard guard(state_.items.size());
+    std::set<std::string> present;
     SyncToken token;
     for (;;) {
         auto page = remote_.changes_since(token);
-        members.insert(members.end(), page.changed.begin(), page.changed.end());
-        token = page.token;
+        std::vector<Href> fetch;
+        for (const auto& c : page.changed) {
+            present.insert(href_key(c.href));
+            auto it = state_.items.find(href_key(c.href));
+            if (it == state_.items.end() || it->second.etag.empty() || it->second.etag != c.etag) fetch.push_back(c.href);
+        }
+        download(fetch);
+        auto asked = std::exchange(token, page.token);
         if (!page.truncated) break;
+        if (auto stop = guard.next(asked, page); !stop.empty()) {
+            log::warning(opts_.label, ": ", stop, "; listing the collection instead");
+            pull_by_listing();
+            return;
+        }
     }
-    reconcile_listing(members);
-    if (report_.refused_mass_deletion) return;
+    std::vector<std::string> gone;
+    for (const auto& [key, item] : state_.items)
+        if (!present.contains(key)) gone.push_back(key);
+    if (deletion_needs_confirmation(gone.size(), state_.items.size() - gone.size(), "server")) return;
+    for (const auto& key : gone) apply_remote_deletion(key);
     state_.token = token;
     save_state();
 }
@@ -438,10 +677,24 @@ void CollectionSync::pull_full_listing() {
     std::vector<std::string> gone;
     for (const auto& [key, item] : state_.items)
         if (!present.contains(key)) gone.push_back(key);
-    if (refuse_remote_wipe(gone.size(), all.size())) return;
+    if (deletion_needs_confirmation(gone.size(), state_.items.size() - gone.size(), "server")) return;
 
     store_downloads(all);
     for (const auto& key : gone) apply_remote_deletion(key);
+    state_.token = token;
+    save_state();
+}
+
+// When sync-collection paging goes nowhere: one PROPFIND of every etag,
+// after reading the token, reconciled like a ctag listing. A server that
+// cannot give a token here fails the collection with a clear error.
+void CollectionSync::pull_by_listing() {
+    auto token = remote_.current_token();
+    if (token.empty())
+        throw dav::RemoteError(cat(opts_.label, ": sync-collection never finished and the collection has no sync-token"),
+                               0, std::nullopt);
+    reconcile_listing(remote_.list_etags());
+    if (report_.refused_mass_deletion) return;
     state_.token = token;
     save_state();
 }
@@ -470,18 +723,9 @@ void CollectionSync::reconcile_listing(const std::vector<dav::MemberEtag>& membe
     std::vector<std::string> gone;
     for (const auto& [key, item] : state_.items)
         if (!present.contains(key)) gone.push_back(key);
-    if (refuse_remote_wipe(gone.size(), members.size())) return;
+    if (deletion_needs_confirmation(gone.size(), state_.items.size() - gone.size(), "server")) return;
     download(fetch);
     for (const auto& key : gone) apply_remote_deletion(key);
-}
-
-bool CollectionSync::refuse_remote_wipe(size_t deletions, size_t additions) {
-    if (opts_.force_delete || additions != 0 || state_.items.size() < 2 || deletions != state_.items.size()) return false;
-    report_.refused_mass_deletion = true;
-    report_.refused_reason = cat("the server's collection is empty but ", deletions,
-                                 " items were synced before; no local file was deleted (confirm with --force-delete)");
-    log::error(opts_.label, ": ", report_.refused_reason);
-    return true;
 }
 
 void CollectionSync::download(const std::vector<Href>& hrefs) {
@@ -557,16 +801,20 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
 void CollectionSync::apply_remote_deletion(const std::string& key) {
     ItemState item = state_.items.at(key);
     if (local_file_changed(item)) {
-        std::string content = local_.read(item.file);
-        auto w = remote_.put(item.href, content, std::nullopt);
-        if (w.ok()) {
-            record(key, item.href, w.etag, item.file, content_hash(content));
-            ++report_.uploaded;
-            log::info(opts_.label, ": ", item.file, ": deleted on the server but edited here; uploaded again");
-        } else {
-            log::warning(opts_.label, ": ", item.file, ": re-upload refused (HTTP ", w.status, "); will retry");
-            ++report_.skipped;
+        Upload change{item.file, key, local_.read(item.file), false};
+        if (remote_.info().read_only) {
+            refuse(change, read_only_refusal());
+            return;
         }
+        auto w = remote_.put(item.href, change.content, dav::PutCondition::create);
+        if (!w.ok()) {
+            not_taken(change, w);
+            return;
+        }
+        failures_.forget(item.file);
+        record(key, item.href, w.etag, item.file, content_hash(change.content));
+        ++report_.uploaded;
+        log::info(opts_.label, ": ", item.file, ": deleted on the server but edited here; uploaded again");
         return;
     }
     local_.remove(item.file);

@@ -14,8 +14,12 @@
 //   4. save      — the new token, only after what it covers is on disk
 //
 // Nothing is ever dropped: the losing side of a conflict is written to the
-// conflicts folder, an edit beats a deletion, and a side that suddenly
-// became empty is not mirrored to the other without force_delete.
+// conflicts folder, an edit beats a deletion, and deleting more than the
+// deletion guard allows in one sync waits for the user's confirmation.
+// One item the server will not take never stops the others: a refused
+// version goes to the conflicts folder (or waits until the user changes
+// it), a temporary failure is retried with that item's own backoff, and the
+// pull runs all the same. Read-only collections never send a write.
 //
 // Thread affinity: runs on one thread (a sync job), owning everything it uses.
 #pragma once
@@ -24,12 +28,14 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "config/config.hpp"
 #include "dav/remote_collection.hpp"
 #include "sync/sync_state.hpp"
+#include "sync/upload_failures.hpp"
 #include "sync/vdir_store.hpp"
 
 namespace davsyncd::sync {
@@ -37,7 +43,10 @@ namespace davsyncd::sync {
 struct SyncOptions {
     config::ConflictPolicy policy = config::ConflictPolicy::server_wins;
     unsigned multiget_batch = 100;
-    bool force_delete = false;                 // allow mirroring a wiped side
+    // Deleting more than this in one sync, from either side, waits for the
+    // user's confirmation (as does a side that became empty).
+    config::DeletionGuard deletion_guard;
+    bool force_delete = false;                 // the user confirmed: apply any number of deletions
     std::filesystem::path state_file;          // CollectionState JSON
     std::filesystem::path conflicts_dir;       // where losing versions go
     std::string label;                         // "account/collection" for logs
@@ -59,7 +68,12 @@ struct SyncReport {
     unsigned deleted_local = 0;    // local files removed because the server removed them
     unsigned deleted_remote = 0;   // server items removed because the file was removed
     unsigned conflicts = 0;        // losing versions kept in the conflicts folder
+    unsigned refused = 0;          // local changes the server refused this sync (see log)
     unsigned skipped = 0;          // items that could not be handled (see log)
+    // After the sync: local changes waiting to be sent again (temporary
+    // server failures) and refused versions left in place until they change.
+    unsigned pending_uploads = 0;
+    unsigned refused_uploads = 0;
     uint64_t requests = 0;
     std::chrono::milliseconds duration{0};
     SyncToken token;               // the server token this sync ended with
@@ -86,28 +100,43 @@ private:
         std::vector<std::string> edited;    // state keys whose file content changed
         std::vector<std::string> deleted;   // state keys whose file is gone
         size_t files = 0;                   // item files in the folder
+        bool empty() const { return created.empty() && edited.empty() && deleted.empty(); }
+    };
+    // One local change on its way to the server.
+    struct Upload {
+        std::string file;
+        std::optional<std::string> key;     // state key; none for a creation
+        std::string content;                // "" for a deletion
+        bool deletion = false;
+        std::string hash() const;
     };
 
     void recover_interrupted();
     LocalChanges scan_local();
-    bool local_side_wiped(const LocalChanges& changes);
+    void drop_waiting(LocalChanges& changes);
     void upload(const LocalChanges& changes);
+    void keep_local_changes_of_read_only(const LocalChanges& changes);
     void upload_creation(const std::string& file);
     void upload_edit(const std::string& key);
     void upload_deletion(const std::string& key);
+    void not_taken(const Upload& change, const dav::WriteResult& w);
+    void refuse(const Upload& change, const dav::WriteResult& w);
+    void restore_server_version(const std::string& key, const dav::MemberData& server);
     void pull();
     void pull_incremental();
-    void pull_full_listing();
     void recover_with_listing();
+    void pull_full_listing();
+    void pull_by_listing();
     void pull_by_ctag();
     void reconcile_listing(const std::vector<dav::MemberEtag>& members);
     void download(const std::vector<Href>& hrefs);
     void store_downloads(const std::vector<dav::MemberData>& items);
     void apply_remote_deletion(const std::string& key);
-    bool refuse_remote_wipe(size_t deletions, size_t additions);
+    bool deletion_needs_confirmation(size_t deletions, size_t remaining, const char* side);
 
     void resolve_conflict(const std::string& key, const std::string& local_content);
-    void keep_loser(const std::string& file, const std::string& side, const std::string& content);
+    std::filesystem::path keep_loser(const std::string& file, const std::string& side, const std::string& content,
+                                     const std::string& why);
     bool local_file_changed(const ItemState& item) const;
     void check_cancel();
     void record(const std::string& key, const Href& href, const Etag& etag, const std::string& file,
@@ -118,6 +147,7 @@ private:
     VdirStore& local_;
     SyncOptions opts_;
     CollectionState state_;
+    UploadFailures failures_;
     SyncReport report_;
 };
 

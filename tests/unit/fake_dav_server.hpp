@@ -8,8 +8,10 @@
 // the engine under test builds them, so their shape is known.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,10 +24,18 @@ public:
     bool sync_collection = true;    // advertise and answer sync-collection
     size_t page_size = 0;           // >0: truncate sync-collection results (507)
     bool reject_tokens = false;     // answer sync-collection with valid-sync-token (403)
+    bool weak_put_etags = false;    // answer PUT with a weak etag (the engine must not trust it)
     std::string path = "/cal/";
+    // Runs before the collection's own handling; an answer replaces it.
+    // Used to inject refusals, failures and servers that never finish.
+    std::function<std::optional<CannedResponse>(const RecordedRequest&)> intercept;
 
     FakeDavCollection() {
-        server_.set_handler([this](const RecordedRequest& r) { return handle(r); });
+        server_.set_handler([this](const RecordedRequest& r) {
+            if (intercept)
+                if (auto canned = intercept(r)) return *canned;
+            return handle(r);
+        });
     }
 
     std::string url() const { return server_.url(path); }
@@ -45,6 +55,10 @@ public:
     void remove(const std::string& name) {
         std::lock_guard l(mu_);
         erase(name);
+    }
+    std::string current_token() const {
+        std::lock_guard l(mu_);
+        return token();
     }
     std::map<std::string, std::string> items() const {
         std::lock_guard l(mu_);
@@ -183,7 +197,7 @@ private:
             if (r.header("If-None-Match") == "*" && exists) return {412, {}, ""};
             if (!if_match.empty() && (!exists || items_[n].etag != if_match)) return {412, {}, ""};
             store(n, r.body);
-            return {exists ? 204 : 201, {{"ETag", items_[n].etag}}, ""};
+            return {exists ? 204 : 201, {{"ETag", (weak_put_etags ? "W/" : "") + items_[n].etag}}, ""};
         }
         if (r.method == "DELETE") {
             if (!exists) return {404, {}, ""};

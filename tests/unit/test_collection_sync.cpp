@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 
@@ -31,6 +33,9 @@ struct Fixture {
     dav::HttpClient http{dav::ClientOptions{}};
     config::ConflictPolicy policy = config::ConflictPolicy::server_wins;
     bool force_delete = false;
+    bool read_only = false;
+    std::string color = "#112233";
+    config::DeletionGuard guard;
 
     Fixture() {
         char tmpl[] = "/tmp/davsyncd-sync-XXXXXX";
@@ -47,14 +52,16 @@ struct Fixture {
         info.href = Href(server.path);
         info.id = "cal";
         info.display_name = "Calendar";
-        info.color = "#112233";
+        info.color = color;
         info.supports_sync_collection = server.sync_collection;
+        info.read_only = read_only;
         dav::RemoteCollection remote(http, info);
         sync::VdirStore local(folder(), sync::ItemFormat::icalendar);
         sync::SyncOptions o;
         o.policy = policy;
         o.multiget_batch = 4;
         o.force_delete = force_delete;
+        o.deletion_guard = guard;
         o.state_file = root / "state" / "cal.json";
         o.conflicts_dir = conflicts();
         o.label = "test/cal";
@@ -67,6 +74,16 @@ struct Fixture {
         size_t n = 0;
         for (auto& e : stdfs::directory_iterator(folder())) n += e.path().extension() == ".ics";
         return n;
+    }
+    bool local_exists(const std::string& name) const { return stdfs::exists(folder() / name); }
+    // Files in the conflicts folder whose name contains `part` (".reason" sidecars included).
+    std::vector<stdfs::path> conflict_files(const std::string& part = "") const {
+        std::vector<stdfs::path> out;
+        if (!stdfs::exists(conflicts())) return out;
+        for (auto& e : stdfs::directory_iterator(conflicts()))
+            if (e.path().filename().string().find(part) != std::string::npos) out.push_back(e.path());
+        std::sort(out.begin(), out.end());
+        return out;
     }
     size_t conflict_count() const {
         if (!stdfs::exists(conflicts())) return 0;
@@ -326,6 +343,395 @@ TEST_CASE("a download interrupted after its files were written is adopted, not u
     CHECK(f.server.items().size() == 3);
     CHECK_FALSE(stdfs::exists(f.root / "state" / "cal.json.journal"));
     (void)etag;
+}
+
+// --- one item in trouble never stops the others (issue: never stuck on one item) ---
+
+namespace {
+
+// SabreDAV's answer to a PUT it will not take (verbatim shape, Sabre 4.7.1).
+testing::CannedResponse sabre_refusal(int status, const std::string& message) {
+    return {status, {{"Content-Type", "application/xml; charset=utf-8"}},
+            R"(<?xml version="1.0" encoding="utf-8"?>
+<d:error xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns">
+  <s:sabredav-version>4.7.1</s:sabredav-version>
+  <s:exception>Sabre\DAV\Exception\Forbidden</s:exception>
+  <s:message>)" + message + R"(</s:message>
+</d:error>
+)"};
+}
+
+// Answers writes to one member with `answer`; everything else as usual.
+void refuse_writes_to(testing::FakeDavCollection& server, const std::string& name, testing::CannedResponse answer) {
+    server.intercept = [target = server.path + name, answer](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+        if ((r.method == "PUT" || r.method == "DELETE") && r.target == target) return answer;
+        return std::nullopt;
+    };
+}
+
+size_t writes_to(const testing::FakeDavCollection& server, const std::string& name) {
+    size_t n = 0;
+    for (const auto& r : server.requests())
+        if ((r.method == "PUT" || r.method == "DELETE") && r.target == server.path + name) ++n;
+    return n;
+}
+
+// Three synced items a, b, c; then a and b edited here, n created here and
+// x created on the server.
+void edits_on_both_sides(Fixture& f) {
+    for (const char* n : {"a", "b", "c"}) f.server.put(std::string(n) + ".ics", event(n, "S"));
+    f.sync();
+    f.write_local("a.ics", event("a", "local edit"));
+    f.write_local("b.ics", event("b", "local edit"));
+    f.write_local("n.ics", event("n", "new here"));
+    f.server.put("x.ics", event("x", "new there"));
+}
+
+}  // namespace
+
+TEST_CASE("a refused edit stops only that item: kept in the conflicts folder with the reason, the server's version restored") {
+    for (int status : {400, 403, 409, 413, 415, 422}) {
+        CAPTURE(status);
+        Fixture f;
+        edits_on_both_sides(f);
+        refuse_writes_to(f.server, "a.ics", sabre_refusal(status, "Calendar objects must have a VJOURNAL component"));
+        auto r = f.sync();
+        // The others went up and the pull ran in the same sync.
+        CHECK(f.server.items().at("b.ics") == event("b", "local edit"));
+        CHECK(f.server.items().count("n.ics") == 1);
+        CHECK(f.local("x.ics") == event("x", "new there"));
+        CHECK(r.refused == 1);
+        CHECK(r.uploaded == 2);
+        // The refused edit is kept, with the server's words beside it; the server's version is back.
+        CHECK(f.local("a.ics") == event("a", "S"));
+        auto kept = f.conflict_files("-local-a.ics");
+        REQUIRE(kept.size() == 2);
+        CHECK(fs::read_file(kept[0]) == event("a", "local edit"));
+        auto reason = fs::read_file(kept[1]);
+        CHECK(reason.find("HTTP " + std::to_string(status)) != std::string::npos);
+        CHECK(reason.find("Calendar objects must have a VJOURNAL component") != std::string::npos);
+        // Nothing is left over: the next sync is one request.
+        auto again = f.sync();
+        CHECK(again.requests == 1);
+        CHECK(again.refused_uploads == 0);
+    }
+}
+
+TEST_CASE("a refused creation with no server version stays in place and is not sent again until it changes") {
+    for (int status : {400, 409, 413, 415, 422}) {
+        CAPTURE(status);
+        Fixture f;
+        edits_on_both_sides(f);
+        refuse_writes_to(f.server, "n.ics", sabre_refusal(status, "Calendar object contains more than one UID"));
+        auto r = f.sync();
+        CHECK(r.refused == 1);
+        CHECK(r.refused_uploads == 1);
+        CHECK(f.local("n.ics") == event("n", "new here"));
+        CHECK(f.server.items().count("n.ics") == 0);
+        CHECK(f.server.items().at("a.ics") == event("a", "local edit"));
+        CHECK(f.local("x.ics") == event("x", "new there"));
+        CHECK(writes_to(f.server, "n.ics") == 1);
+        auto again = f.sync();
+        CHECK(writes_to(f.server, "n.ics") == 1);  // that version is not sent again
+        CHECK(again.refused_uploads == 1);
+        CHECK(again.requests == 1);
+        // The user fixes it: the new version goes up.
+        f.server.intercept = nullptr;
+        f.write_local("n.ics", event("n", "fixed"));
+        auto fixed = f.sync();
+        CHECK(fixed.uploaded == 1);
+        CHECK(fixed.refused_uploads == 0);
+        CHECK(f.server.items().at("n.ics") == event("n", "fixed"));
+    }
+}
+
+TEST_CASE("a creation forbidden by the server (403) moves to the conflicts folder") {
+    Fixture f;
+    edits_on_both_sides(f);
+    refuse_writes_to(f.server, "n.ics", sabre_refusal(403, "Permission denied"));
+    auto r = f.sync();
+    CHECK(r.refused == 1);
+    CHECK_FALSE(f.local_exists("n.ics"));
+    auto kept = f.conflict_files("-local-n.ics");
+    REQUIRE(kept.size() == 2);
+    CHECK(fs::read_file(kept[0]) == event("n", "new here"));
+    CHECK(f.server.items().at("a.ics") == event("a", "local edit"));
+    CHECK(f.sync().requests == 1);
+}
+
+TEST_CASE("a refused deletion brings the server's version back") {
+    Fixture f;
+    edits_on_both_sides(f);
+    stdfs::remove(f.folder() / "c.ics");
+    refuse_writes_to(f.server, "c.ics", sabre_refusal(403, "Permission denied"));
+    auto r = f.sync();
+    CHECK(r.refused == 1);
+    CHECK(f.local("c.ics") == event("c", "S"));
+    CHECK(f.server.items().count("c.ics") == 1);
+    CHECK(f.server.items().at("b.ics") == event("b", "local edit"));
+    CHECK(f.sync().requests == 1);
+}
+
+TEST_CASE("a temporary server failure on one item is retried later with its own backoff; the rest goes on") {
+    for (int status : {500, 503, 507}) {
+        CAPTURE(status);
+        Fixture f;
+        edits_on_both_sides(f);
+        refuse_writes_to(f.server, "a.ics", {status, {{"Retry-After", "120"}}, ""});
+        auto r = f.sync();
+        CHECK(r.refused == 0);
+        CHECK(r.pending_uploads == 1);
+        CHECK(f.server.items().at("b.ics") == event("b", "local edit"));
+        CHECK(f.local("x.ics") == event("x", "new there"));
+        CHECK(f.local("a.ics") == event("a", "local edit"));  // nothing is thrown away
+        CHECK(f.conflict_count() == 0);
+        CHECK(writes_to(f.server, "a.ics") == 1);
+        // Within the item's backoff: not sent again.
+        f.server.intercept = nullptr;
+        auto soon = f.sync();
+        CHECK(writes_to(f.server, "a.ics") == 1);
+        CHECK(soon.pending_uploads == 1);
+        // Once the backoff has run out (the record says when), it goes up.
+        auto uploads = f.root / "state" / "cal.json.uploads";
+        auto text = fs::read_file(uploads);
+        auto at = text.find("\"retry_at\":");
+        REQUIRE(at != std::string::npos);
+        auto end = text.find_first_of(",}", at);
+        fs::write_atomic(uploads, text.substr(0, at) + "\"retry_at\":0" + text.substr(end));
+        auto later = f.sync();
+        CHECK(writes_to(f.server, "a.ics") == 2);
+        CHECK(later.uploaded == 1);
+        CHECK(later.pending_uploads == 0);
+        CHECK(f.server.items().at("a.ics") == event("a", "local edit"));
+        CHECK_FALSE(stdfs::exists(uploads));
+    }
+}
+
+TEST_CASE("read-only collection: local edits, creations and deletions are kept aside and the server's versions restored") {
+    Fixture f;
+    for (const char* n : {"a", "b", "c"}) f.server.put(std::string(n) + ".ics", event(n, "S"));
+    f.read_only = true;
+    f.sync();
+    f.write_local("a.ics", event("a", "local edit"));
+    f.write_local("n.ics", event("n", "new here"));
+    stdfs::remove(f.folder() / "b.ics");
+    f.server.put("c.ics", event("c", "server edit"));
+    auto r = f.sync();
+    CHECK(f.server.count("PUT") == 0);
+    CHECK(f.server.count("DELETE") == 0);
+    CHECK(r.refused == 3);
+    CHECK(f.local("a.ics") == event("a", "S"));
+    CHECK(f.local("b.ics") == event("b", "S"));
+    CHECK_FALSE(f.local_exists("n.ics"));
+    CHECK(f.local("c.ics") == event("c", "server edit"));  // the pull ran in the same sync
+    auto a = f.conflict_files("-local-a.ics");
+    auto n = f.conflict_files("-local-n.ics");
+    REQUIRE(a.size() == 2);
+    REQUIRE(n.size() == 2);
+    CHECK(fs::read_file(a[0]) == event("a", "local edit"));
+    CHECK(fs::read_file(n[0]) == event("n", "new here"));
+    CHECK(fs::read_file(a[1]).find("read-only") != std::string::npos);
+    auto again = f.sync();
+    CHECK(again.requests == 1);
+    CHECK(again.refused == 0);
+}
+
+TEST_CASE("an update whose etag is unknown looks first and never becomes If-None-Match: *") {
+    Fixture f;
+    f.server.weak_put_etags = true;
+    f.sync();
+    f.write_local("w.ics", event("w", "one"));
+    f.sync();  // created; the server answered with a weak etag, which is not kept
+    f.write_local("w.ics", event("w", "two"));
+    auto r = f.sync();
+    CHECK(r.conflicts == 0);
+    CHECK(r.uploaded == 1);
+    CHECK(f.server.items().at("w.ics") == event("w", "two"));
+    size_t creates = 0, matched = 0;
+    for (const auto& q : f.server.requests()) {
+        if (q.method != "PUT") continue;
+        creates += q.header("If-None-Match") == "*";
+        matched += !q.header("If-Match").empty();
+    }
+    CHECK(creates == 1);  // only the creation
+    CHECK(matched == 1);
+}
+
+TEST_CASE("a server that answers 507 for ever gets a bounded number of requests") {
+    SUBCASE("same token every time: stops at once and lists the collection instead") {
+        Fixture f;
+        for (int i = 0; i < 3; ++i) f.server.put("e" + std::to_string(i) + ".ics", event("u" + std::to_string(i), "S"));
+        f.sync();
+        f.server.put("e9.ics", event("u9", "S"));
+        auto stuck = f.server.current_token();
+        f.server.intercept = [&](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+            if (r.method != "REPORT" || r.body.find("sync-collection") == std::string::npos) return std::nullopt;
+            return testing::CannedResponse{207, {{"Content-Type", "application/xml"}},
+                R"(<d:multistatus xmlns:d="DAV:"><d:response><d:href>/cal/e9.ics</d:href><d:propstat><d:prop><d:getetag>"x"</d:getetag></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>)"
+                R"(<d:response><d:href>/cal/</d:href><d:status>HTTP/1.1 507 Insufficient Storage</d:status></d:response><d:sync-token>tok-0</d:sync-token></d:multistatus>)"};
+        };
+        (void)stuck;
+        auto r = f.sync();
+        CHECK(f.server.count("REPORT", "sync-collection") <= 2);
+        CHECK(f.server.count("PROPFIND") >= 1);  // the listing it fell back to
+        CHECK(f.local("u9.ics") == event("u9", "S"));
+    }
+    SUBCASE("a new token and new made-up hrefs every time: stops at the page cap") {
+        Fixture f;
+        f.server.put("e0.ics", event("u0", "S"));
+        f.sync();
+        std::atomic<int> n{0};
+        f.server.intercept = [&](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+            if (r.method == "REPORT" && r.body.find("sync-collection") != std::string::npos) {
+                int i = ++n;
+                return testing::CannedResponse{207, {{"Content-Type", "application/xml"}},
+                    "<d:multistatus xmlns:d=\"DAV:\"><d:response><d:href>/cal/ghost" + std::to_string(i) +
+                    ".ics</d:href><d:status>HTTP/1.1 404 Not Found</d:status></d:response>"
+                    "<d:response><d:href>/cal/</d:href><d:status>HTTP/1.1 507 Insufficient Storage</d:status></d:response>"
+                    "<d:sync-token>never-" + std::to_string(i) + "</d:sync-token></d:multistatus>"};
+            }
+            return std::nullopt;
+        };
+        auto r = f.sync();
+        CHECK(f.server.count("REPORT", "sync-collection") <= 101);
+        CHECK(f.server.count("REPORT", "sync-collection") >= 50);
+        CHECK(f.local("u0.ics") == event("u0", "S"));
+        (void)r;
+    }
+    SUBCASE("and no token to fall back on: a clear error") {
+        Fixture f;
+        f.server.put("e0.ics", event("u0", "S"));
+        f.sync();
+        f.server.intercept = [&](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+            if (r.method == "REPORT" && r.body.find("sync-collection") != std::string::npos)
+                return testing::CannedResponse{207, {{"Content-Type", "application/xml"}},
+                    R"(<d:multistatus xmlns:d="DAV:"><d:response><d:href>/cal/</d:href><d:status>HTTP/1.1 507 Insufficient Storage</d:status></d:response><d:sync-token>same</d:sync-token></d:multistatus>)"};
+            if (r.method == "PROPFIND" && r.header("Depth") == "0")
+                return testing::CannedResponse{207, {{"Content-Type", "application/xml"}},
+                    R"(<d:multistatus xmlns:d="DAV:"><d:response><d:href>/cal/</d:href><d:propstat><d:prop/><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>)"};
+            return std::nullopt;
+        };
+        bool threw = false;
+        try {
+            f.sync();
+        } catch (const dav::RemoteError& e) {
+            threw = true;
+            CHECK(std::string(e.what()).find("sync-collection never finished") != std::string::npos);
+        }
+        CHECK(threw);
+        CHECK(f.server.count("REPORT", "sync-collection") <= 3);
+    }
+}
+
+TEST_CASE("an edit of a file written by an interrupted first sync survives") {
+    Fixture f;
+    f.server.put("a.ics", event("a", "S"));
+    f.server.put("c.ics", event("c", "S"));
+    // The first sync was killed after writing c.ics and its journal entry, before saving the state;
+    // then the user edited c.ics (khal writes at once).
+    stdfs::create_directories(f.folder());
+    stdfs::create_directories(f.root / "state");
+    fs::write_atomic(f.root / "state" / "cal.json.journal",
+                     R"({"key":"/cal/c.ics","href":"/cal/c.ics","etag":"\"e2\"","file":"c.ics","hash":")" +
+                         sync::content_hash(event("c", "S")) + "\"}\n");
+    f.write_local("c.ics", event("c", "user edit"));
+    auto r = f.sync();
+    CHECK(f.local("c.ics") == event("c", "user edit"));
+    CHECK(f.server.items().at("c.ics") == event("c", "user edit"));
+    CHECK(f.server.items().size() == 2);
+    CHECK(r.conflicts == 0);
+    CHECK(f.local_count() == 2);
+
+    SUBCASE("a torn, invalid file is kept in the conflicts folder and the download redone") {
+        Fixture g;
+        g.server.put("c.ics", event("c", "S"));
+        stdfs::create_directories(g.folder());
+        stdfs::create_directories(g.root / "state");
+        fs::write_atomic(g.root / "state" / "cal.json.journal",
+                         R"({"key":"/cal/c.ics","href":"/cal/c.ics","etag":"\"e1\"","file":"c.ics","hash":")" +
+                             sync::content_hash(event("c", "S")) + "\"}\n");
+        g.write_local("c.ics", "BEGIN:VCAL");
+        g.sync();
+        CHECK(g.local("c.ics") == event("c", "S"));
+        auto kept = g.conflict_files("-local-c.ics");
+        REQUIRE_FALSE(kept.empty());
+        CHECK(fs::read_file(kept[0]) == "BEGIN:VCAL");
+    }
+}
+
+TEST_CASE("the deletion guard counts deletions across every 507 page and waits for confirmation") {
+    Fixture f;
+    for (int i = 0; i < 30; ++i) f.server.put("e" + std::to_string(i) + ".ics", event("u" + std::to_string(i), "S"));
+    f.sync();
+    for (int i = 0; i < 20; ++i) f.server.remove("e" + std::to_string(i) + ".ics");
+    f.server.page_size = 5;  // no page deletes more than 5
+    auto r = f.sync();
+    CHECK(r.refused_mass_deletion);
+    CHECK(r.refused_reason.find("20 of 30") != std::string::npos);
+    CHECK(f.local_count() == 30);
+    auto again = f.sync();  // still refused, nothing deleted
+    CHECK(again.refused_mass_deletion);
+    CHECK(f.local_count() == 30);
+    f.force_delete = true;
+    auto confirmed = f.sync();
+    CHECK_FALSE(confirmed.refused_mass_deletion);
+    CHECK(confirmed.deleted_local == 20);
+    CHECK(f.local_count() == 10);
+    f.force_delete = false;
+    CHECK(f.sync().requests == 1);
+}
+
+TEST_CASE("the deletion guard: under the thresholds deletions go through; the thresholds are configurable") {
+    SUBCASE("10 of 30 on the server: not more than 10, applied") {
+        Fixture f;
+        for (int i = 0; i < 30; ++i) f.server.put("e" + std::to_string(i) + ".ics", event("u" + std::to_string(i), "S"));
+        f.sync();
+        for (int i = 0; i < 10; ++i) f.server.remove("e" + std::to_string(i) + ".ics");
+        auto r = f.sync();
+        CHECK_FALSE(r.refused_mass_deletion);
+        CHECK(r.deleted_local == 10);
+    }
+    SUBCASE("12 of 30 locally: less than half, applied") {
+        Fixture f;
+        for (int i = 0; i < 30; ++i) f.server.put("e" + std::to_string(i) + ".ics", event("u" + std::to_string(i), "S"));
+        f.sync();
+        for (int i = 0; i < 12; ++i) stdfs::remove(f.folder() / ("u" + std::to_string(i) + ".ics"));
+        auto r = f.sync();
+        CHECK_FALSE(r.refused_mass_deletion);
+        CHECK(r.deleted_remote == 12);
+    }
+    SUBCASE("16 of 30 locally: refused, nothing deleted on the server, then confirmed") {
+        Fixture f;
+        for (int i = 0; i < 30; ++i) f.server.put("e" + std::to_string(i) + ".ics", event("u" + std::to_string(i), "S"));
+        f.sync();
+        for (int i = 0; i < 16; ++i) stdfs::remove(f.folder() / ("u" + std::to_string(i) + ".ics"));
+        auto r = f.sync();
+        CHECK(r.refused_mass_deletion);
+        CHECK(f.server.items().size() == 30);
+        CHECK(f.server.count("DELETE") == 0);
+        f.force_delete = true;
+        CHECK(f.sync().deleted_remote == 16);
+        CHECK(f.server.items().size() == 14);
+    }
+    SUBCASE("a raised threshold lets 16 of 30 through") {
+        Fixture f;
+        f.guard.max_items = 20;
+        for (int i = 0; i < 30; ++i) f.server.put("e" + std::to_string(i) + ".ics", event("u" + std::to_string(i), "S"));
+        f.sync();
+        for (int i = 0; i < 16; ++i) stdfs::remove(f.folder() / ("u" + std::to_string(i) + ".ics"));
+        CHECK(f.sync().deleted_remote == 16);
+    }
+}
+
+TEST_CASE("a local colour or name is kept when the server has none") {
+    Fixture f;
+    f.server.put("a.ics", event("a", "S"));
+    f.color = "";
+    f.sync();
+    fs::write_atomic(f.folder() / "color", "#ABCDEF");
+    f.sync();
+    CHECK(fs::read_file(f.folder() / "color") == "#ABCDEF");
+    CHECK(fs::read_file(f.folder() / "displayname") == "Calendar");
 }
 
 }  // TEST_SUITE
