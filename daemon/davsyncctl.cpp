@@ -28,6 +28,9 @@ Commands:
   sync [ACCOUNT [COLLECTION]]    sync now and wait for the result (--no-wait: return at once)
   watch                          print the daemon's events as they happen (Ctrl-C to stop)
   reload                         re-read the configuration file
+  confirm-delete ACCOUNT/COLLECTION
+                                 apply the deletions a sync refused (more than the
+                                 deletion guard allows) at its next sync, started now
 
 Options:
   --json        machine-readable output (one JSON document; for watch, one per line)
@@ -83,9 +86,18 @@ int status(Client& client, bool as_json) {
             if (it == s.collections.end()) continue;
             const auto& c = it->second;
             std::string name = str(c, "DisplayName").empty() ? str(c, "Id") : str(c, "DisplayName");
-            std::cout << "  " << std::setw(22) << name << std::setw(12) << str(c, "Kind") << std::setw(7)
+            std::string kind = str(c, "Kind");
+            if (c.value("ReadOnly", false)) kind += " (ro)";
+            std::cout << "  " << std::setw(22) << name << std::setw(18) << kind << std::setw(7)
                       << c.value("ItemCount", 0u) << std::setw(21) << when(c.value("LastSync", json()))
                       << str(c, "LocalPath") << "\n";
+            // What waits for the server or for the user, one line each.
+            if (auto n = c.value("PendingUploads", 0u))
+                std::cout << "      " << n << " local change(s) waiting to upload (the server failed; retried later)\n";
+            if (auto n = c.value("RefusedUploads", 0u))
+                std::cout << "      " << n << " local file(s) refused by the server; sent again once changed\n";
+            if (auto why = str(c, "DeletionRefused"); !why.empty())
+                std::cout << "      deletion refused: " << why << "\n";
         }
     }
     return 0;
@@ -212,6 +224,19 @@ int main(int argc, char** argv) {
         if (cmd == "sync" && args.size() <= 3)
             return sync(client, args.size() > 1 ? args[1] : "", args.size() > 2 ? args[2] : "", wait, timeout, as_json);
         if (cmd == "watch" && args.size() == 1) return watch(client, as_json);
+        if (cmd == "confirm-delete" && args.size() == 2) {
+            auto slash = args[1].find('/');
+            if (slash == std::string::npos) {
+                std::cerr << "davsyncctl: confirm-delete takes ACCOUNT/COLLECTION, e.g. personal/work\n";
+                return 2;
+            }
+            auto s = client.snapshot();
+            auto target = find_target(s, args[1].substr(0, slash), args[1].substr(slash + 1));
+            if (!target) return 1;
+            client.confirm_deletion(target->path);
+            std::cout << "confirmed; " << args[1] << " is syncing\n";
+            return 0;
+        }
         if (cmd == "reload" && args.size() == 1) {
             client.reload();
             std::cout << "configuration reloaded\n";

@@ -16,6 +16,7 @@ namespace davsyncd::app {
 // What a job needs, copied from the main loop's state when it starts.
 struct AccountRuntime::JobInput {
     account::SyncRequest request;
+    std::set<std::string> deletions_confirmed;  // folders whose refused deletions the user confirmed
     config::Account account;
     std::filesystem::path state_dir;
     bool rediscover = false;
@@ -147,6 +148,16 @@ void AccountRuntime::request_sync(const std::set<std::string>& collections) {
     pump();
 }
 
+void AccountRuntime::confirm_deletion(const std::string& folder) {
+    auto it = collections_.find(folder);
+    if (it == collections_.end() || it->second.deletion_refused.empty())
+        throw sdbus::Error(bus::error::kNothingToConfirm,
+                           cat("collection '", account_.id, "/", folder, "' has no refused deletion to confirm"));
+    log::info(account_.id, "/", folder, ": the user confirmed the refused deletion; syncing");
+    it->second.deletion_confirmed = true;
+    request_sync({folder});
+}
+
 void AccountRuntime::cancel() { cancel_ = true; }
 
 // After every event: start what is due, arm the timer for the next
@@ -166,8 +177,13 @@ void AccountRuntime::start_job(const account::SyncRequest& request) {
     cancel_ = false;
     log::debug("account '", account_.id, "': sync ", request.id, " starts (", account::reasons_to_string(request.reasons), ")");
     object_->sync_started(request.id, split_reasons(request.reasons));
-    JobInput in{request, account_, state_dir_, rediscover_, {}, push_.subscriptions};
+    JobInput in{request, {}, account_, state_dir_, rediscover_, {}, push_.subscriptions};
     rediscover_ = false;
+    for (auto& [folder, status] : collections_)
+        if (status.deletion_confirmed && (request.collections.empty() || request.collections.contains(folder))) {
+            in.deletions_confirmed.insert(folder);
+            status.deletion_confirmed = false;
+        }
     in.push.endpoint = push_.endpoint;
     in.push.public_key = push::base64url_encode(keys_->public_key());
     in.push.auth_secret = push::base64url_encode(keys_->auth_secret());
@@ -216,15 +232,16 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
         for (const auto& plan : plans) {
             if (!request.collections.empty() && !request.collections.contains(plan.folder)) continue;
             try {
-                auto report = sync::sync_collection(*http, plan, account, {.local_trigger_only = local_only, .cancel = cancel});
+                auto report = sync::sync_collection(*http, plan, account,
+                                                    {.force_delete = in.deletions_confirmed.contains(plan.folder),
+                                                     .local_trigger_only = local_only,
+                                                     .cancel = cancel});
                 auto line = sync::summary(plan.label, report);
                 if (report.requests || report.written_files.size() || report.removed_files.size()) log::info(line);
                 r.summary.push_back(line);
                 r.outcome.tokens[plan.folder] = report.token;
-                if (report.refused_mass_deletion) {
-                    failed = true;
-                    r.error = report.refused_reason;
-                }
+                // A refused deletion waits for the user (Collection1.DeletionRefused);
+                // it is no failure to retry, and the account's other collections go on.
                 r.reports[plan.folder] = std::move(report);
             } catch (const dav::RemoteError& e) {
                 if (e.auth_failed()) throw;
@@ -294,6 +311,9 @@ void AccountRuntime::finish_job(JobResult r) {
         auto it = collections_.find(folder);
         if (it == collections_.end()) continue;
         it->second.items = static_cast<uint32_t>(report.items);
+        it->second.pending_uploads = report.pending_uploads;
+        it->second.refused_uploads = report.refused_uploads;
+        it->second.deletion_refused = report.refused_mass_deletion ? report.refused_reason : "";
         if (!report.refused_mass_deletion) it->second.last_sync = last_sync_;
         if (it->second.object) it->second.object->changed(report.written_files, report.removed_files);
     }
@@ -361,7 +381,8 @@ void AccountRuntime::adopt_plans(std::vector<sync::PlannedCollection> plans) {
         if (!status.object) {
             status.object = std::make_unique<bus::CollectionObject>(
                 bus_, bus::collection_path(account_.id, plan.folder), collection_values(plan),
-                [this, folder = plan.folder] { request_sync({folder}); });
+                bus::CollectionObject::Handlers{[this, folder = plan.folder] { request_sync({folder}); },
+                                                [this, folder = plan.folder] { confirm_deletion(folder); }});
         }
         // The folder exists once the first sync wrote it; adding again is harmless.
         if (std::filesystem::is_directory(plan.local_dir))
@@ -480,9 +501,13 @@ bus::CollectionValues AccountRuntime::collection_values(const sync::PlannedColle
     v.kind = dav::to_string(plan.info.kind);
     v.color = plan.info.color;
     v.local_path = plan.local_dir.string();
+    v.read_only = plan.info.read_only;
     if (auto it = collections_.find(plan.folder); it != collections_.end()) {
         v.item_count = it->second.items;
         v.last_sync = it->second.last_sync;
+        v.pending_uploads = it->second.pending_uploads;
+        v.refused_uploads = it->second.refused_uploads;
+        v.deletion_refused = it->second.deletion_refused;
     }
     if (auto it = push_.subscriptions.find(plan.info.url); it != push_.subscriptions.end()) {
         v.push_subscription = it->second.url.str();

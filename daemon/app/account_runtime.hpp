@@ -48,6 +48,9 @@ public:
 
     // A user request (D-Bus Sync, SyncAll); `collections` empty = all.
     void request_sync(const std::set<std::string>& collections = {});
+    // The user confirms the deletions a sync of this collection refused
+    // (Collection1.ConfirmDeletion): the next sync of it applies them.
+    void confirm_deletion(const std::string& folder);
     // Asks a running job to stop at the next item.
     void cancel();
     bool job_running() const { return job_.joinable(); }
@@ -101,6 +104,9 @@ private:
     struct CollectionStatus {
         uint32_t items = 0;
         uint64_t last_sync = 0;
+        uint32_t pending_uploads = 0, refused_uploads = 0;
+        std::string deletion_refused;    // the guard's reason; "" when nothing waits
+        bool deletion_confirmed = false;  // by the user, for the next sync of it
         std::unique_ptr<bus::CollectionObject> object;
     };
     std::map<std::string, CollectionStatus> collections_;  // by folder

@@ -90,6 +90,9 @@ void Client::call(const std::string& path, const char* interface, const char* me
 void Client::sync_all() { call(kRootPath, kManager, "SyncAll"); }
 void Client::sync(const std::string& object_path, const char* interface) { call(object_path, interface, "Sync"); }
 void Client::reload() { call(kRootPath, kManager, "Reload"); }
+void Client::confirm_deletion(const std::string& collection_path) {
+    call(collection_path, "io.github.davsyncd.Collection1", "ConfirmDeletion");
+}
 
 void Client::watch(SignalHandler handler) {
     // Every signal of the daemon, whatever the object; decoded by member name

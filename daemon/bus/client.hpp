@@ -42,6 +42,7 @@ public:
     void sync_all();
     void sync(const std::string& object_path, const char* interface);
     void reload();
+    void confirm_deletion(const std::string& collection_path);
 
     // Delivers every signal the daemon sends (member, path, interface,
     // arguments as JSON) on the connection's thread until the Client dies.

@@ -92,8 +92,8 @@ void AccountObject::update(const AccountValues& values) {
 // --- Collection ----------------------------------------------------------------------
 
 CollectionObject::CollectionObject(sdbus::IConnection& connection, const std::string& path, CollectionValues values,
-                                   std::function<void()> on_sync)
-    : AdaptorInterfaces(connection, path), v_(std::move(values)), on_sync_(std::move(on_sync)) {
+                                   Handlers handlers)
+    : AdaptorInterfaces(connection, path), v_(std::move(values)), handlers_(std::move(handlers)) {
     registerAdaptor();
     emitInterfacesAddedSignal({Collection1_adaptor::INTERFACE_NAME});
 }
@@ -116,6 +116,10 @@ void CollectionObject::update(const CollectionValues& values) {
     diff(changed, "PushSubscription", v_.push_subscription, values.push_subscription);
     diff(changed, "PushExpires", v_.push_expires, values.push_expires);
     diff(changed, "PendingPushes", v_.pending_pushes, values.pending_pushes);
+    diff(changed, "ReadOnly", v_.read_only, values.read_only);
+    diff(changed, "PendingUploads", v_.pending_uploads, values.pending_uploads);
+    diff(changed, "RefusedUploads", v_.refused_uploads, values.refused_uploads);
+    diff(changed, "DeletionRefused", v_.deletion_refused, values.deletion_refused);
     v_ = values;
     if (!changed.empty()) emit_quietly([&] { emitPropertiesChangedSignal(Collection1_adaptor::INTERFACE_NAME, changed); });
 }

@@ -40,6 +40,7 @@ namespace error {
 inline constexpr const char* kNoSuchAccount = "io.github.davsyncd.Error.NoSuchAccount";
 inline constexpr const char* kConfigInvalid = "io.github.davsyncd.Error.ConfigInvalid";
 inline constexpr const char* kDisabled = "io.github.davsyncd.Error.Disabled";
+inline constexpr const char* kNothingToConfirm = "io.github.davsyncd.Error.NothingToConfirm";
 }  // namespace error
 
 // Object path element for an id: [A-Za-z0-9_] kept, anything else as _XX.
@@ -129,6 +130,9 @@ struct CollectionValues {
     std::string push_subscription;
     uint64_t push_expires = 0;
     uint32_t pending_pushes = 0;
+    bool read_only = false;
+    uint32_t pending_uploads = 0, refused_uploads = 0;
+    std::string deletion_refused;
     friend bool operator==(const CollectionValues&, const CollectionValues&) = default;
 };
 
@@ -136,8 +140,12 @@ class CollectionObject final
     : public sdbus::AdaptorInterfaces<io::github::davsyncd::Collection1_adaptor, sdbus::ManagedObject_adaptor,
                                       sdbus::Properties_adaptor> {
 public:
+    struct Handlers {
+        std::function<void()> sync;
+        std::function<void()> confirm_deletion;  // throws sdbus::Error(kNothingToConfirm, ...)
+    };
     CollectionObject(sdbus::IConnection& connection, const std::string& path, CollectionValues values,
-                     std::function<void()> on_sync);
+                     Handlers handlers);
     ~CollectionObject();
     void update(const CollectionValues& values);
     void changed(const std::vector<std::string>& written, const std::vector<std::string>& removed) {
@@ -145,7 +153,8 @@ public:
     }
 
 private:
-    void Sync() override { on_sync_(); }
+    void Sync() override { handlers_.sync(); }
+    void ConfirmDeletion() override { handlers_.confirm_deletion(); }
     std::string Id() override { return v_.id; }
     std::string Url() override { return v_.url; }
     std::string DisplayName() override { return v_.display_name; }
@@ -157,9 +166,13 @@ private:
     std::string PushSubscription() override { return v_.push_subscription; }
     uint64_t PushExpires() override { return v_.push_expires; }
     uint32_t PendingPushes() override { return v_.pending_pushes; }
+    bool ReadOnly() override { return v_.read_only; }
+    uint32_t PendingUploads() override { return v_.pending_uploads; }
+    uint32_t RefusedUploads() override { return v_.refused_uploads; }
+    std::string DeletionRefused() override { return v_.deletion_refused; }
 
     CollectionValues v_;
-    std::function<void()> on_sync_;
+    Handlers handlers_;
 };
 
 }  // namespace davsyncd::bus
