@@ -4,6 +4,7 @@
 #include <cctype>
 #include <chrono>
 #include <ctime>
+#include <limits>
 
 #include <curl/curl.h>
 
@@ -83,18 +84,28 @@ std::optional<std::string> Response::header(std::string_view name) const {
 }
 
 std::optional<std::chrono::seconds> Response::retry_after() const {
+    return retry_after(static_cast<std::int64_t>(std::time(nullptr)));
+}
+
+std::optional<std::chrono::seconds> Response::retry_after(std::int64_t now_unix) const {
+    if (status != 429 && status != 503) return std::nullopt;
     auto v = header("retry-after");
     if (!v) return std::nullopt;
     auto s = trim(*v);
     if (s.empty()) return std::nullopt;
+    std::int64_t delay = 0;
     if (std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); })) {
-        if (s.size() > 9) return std::chrono::seconds(999999999);
-        return std::chrono::seconds(std::stol(std::string(s)));
+        // Any count past the cap means the cap; 15 digits cannot overflow.
+        delay = s.size() > 15 ? std::numeric_limits<std::int64_t>::max() : std::stoll(std::string(s));
+    } else {
+        // curl_getdate reads the three HTTP-date forms; -1 is its "no date"
+        // (a date before 1970 is negative too, and clamps to the minimum).
+        time_t when = curl_getdate(std::string(s).c_str(), nullptr);
+        if (when == -1) return std::nullopt;
+        if (__builtin_sub_overflow(static_cast<std::int64_t>(when), now_unix, &delay))
+            delay = when > now_unix ? std::numeric_limits<std::int64_t>::max() : std::numeric_limits<std::int64_t>::min();
     }
-    time_t when = curl_getdate(std::string(s).c_str(), nullptr);
-    if (when < 0) return std::nullopt;
-    auto delta = when - std::time(nullptr);
-    return std::chrono::seconds(delta > 0 ? delta : 0);
+    return std::chrono::seconds(std::clamp<std::int64_t>(delay, kMinRetryAfter.count(), kMaxRetryAfter.count()));
 }
 
 std::string user_agent() { return cat("davsyncd/", DAVSYNCD_VERSION); }
@@ -108,6 +119,7 @@ struct HttpClient::Curl {
     size_t max_bytes = 0;
     bool too_large = false;
     bool use_digest = false;         // learnt from a 401 that offers only Digest
+    const std::atomic<bool>* cancel = nullptr;
 
     Curl() : handle(curl_easy_init()) {
         if (!handle) throw HttpError("cannot initialise libcurl");
@@ -124,6 +136,12 @@ struct HttpClient::Curl {
         self->current->body.append(data, bytes);
         return bytes;
     }
+
+    // libcurl calls this at least once a second, data flowing or not.
+    static int on_progress(void* self_ptr, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+        return static_cast<Curl*>(self_ptr)->cancelled() ? 1 : 0;  // 1 aborts with CURLE_ABORTED_BY_CALLBACK
+    }
+    bool cancelled() const { return cancel && cancel->load(std::memory_order_relaxed); }
 
     static size_t on_header(char* data, size_t size, size_t n, void* self_ptr) {
         auto* self = static_cast<Curl*>(self_ptr);
@@ -153,7 +171,10 @@ Response HttpClient::send(Request request) {
     return perform(request);
 }
 
+void HttpClient::set_cancel(const std::atomic<bool>* flag) { curl_->cancel = flag; }
+
 Response HttpClient::perform(const Request& request) {
+    if (curl_->cancelled()) throw Cancelled(cat(request.method, " ", url::redact(request.url), ": cancelled before it was sent"));
     CURL* h = curl_->handle;
     // Options are set in full on every request instead of curl_easy_reset(),
     // which would also forget the Digest state; the connection survives either way.
@@ -165,7 +186,7 @@ Response HttpClient::perform(const Request& request) {
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, static_cast<long>(options_.connect_timeout.count()));
     curl_easy_setopt(h, CURLOPT_TIMEOUT, static_cast<long>(options_.timeout.count()));
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, options_.low_speed_limit);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.low_speed_window.count()));
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -224,6 +245,9 @@ Response HttpClient::perform(const Request& request) {
     curl_easy_setopt(h, CURLOPT_WRITEDATA, curl_.get());
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &Curl::on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, curl_.get());
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &Curl::on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, curl_.get());
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 
     auto started = std::chrono::steady_clock::now();
     CURLcode rc = curl_easy_perform(h);
@@ -232,6 +256,8 @@ Response HttpClient::perform(const Request& request) {
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);  // `headers` dies here
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, nullptr);
 
+    if (rc == CURLE_ABORTED_BY_CALLBACK && curl_->cancelled())
+        throw Cancelled(cat(request.method, " ", url::redact(request.url), ": cancelled"));
     if (rc != CURLE_OK) {
         std::string why = curl_->too_large ? cat("response larger than ", options_.max_response_bytes, " bytes")
                           : curl_->error[0] ? std::string(curl_->error)

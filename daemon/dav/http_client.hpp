@@ -5,6 +5,11 @@
 // auth, TLS verification (unless the account turns it off), timeouts,
 // gzip, a davsyncd User-Agent, and Retry-After parsing live here.
 //
+// A request can be stopped from another thread through the flag given to
+// set_cancel(): libcurl's progress callback reads it at least once a
+// second, also while the server is silent, and send() then throws
+// Cancelled.
+//
 // Every request of the daemon goes through send(). State-changing requests
 // (PUT, DELETE, MOVE, COPY, PROPPATCH, MKCOL, MKCALENDAR, POST) also pass
 // through the write decorator, the one place where headers such as
@@ -13,6 +18,7 @@
 // Thread affinity: one thread at a time (a sync job owns its client).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -49,6 +55,12 @@ struct Request {
     bool changes_state() const;       // PUT, DELETE, MOVE, COPY, PROPPATCH, MKCOL, MKCALENDAR, POST
 };
 
+// A server may not hold us off for longer than this (a typo or a hostile
+// value would otherwise stop the account for days), nor ask us to hammer it
+// sooner than this.
+inline constexpr std::chrono::seconds kMaxRetryAfter{6 * 3600};
+inline constexpr std::chrono::seconds kMinRetryAfter{5};
+
 struct Response {
     long status = 0;
     Headers headers;                  // names lower-cased, in order received (last hop only)
@@ -57,14 +69,27 @@ struct Response {
 
     // First header with that (case-insensitive) name.
     std::optional<std::string> header(std::string_view name) const;
-    // Retry-After as a delay (delta-seconds or HTTP-date), when present and valid.
+    // Retry-After as a delay (delta-seconds or HTTP-date), only on a 429 or
+    // 503 (elsewhere it is not a request to wait: RFC 9110 lets a 3xx carry
+    // it for a redirect) and only when valid, clamped to
+    // [kMinRetryAfter, kMaxRetryAfter].
     std::optional<std::chrono::seconds> retry_after() const;
+    // Same, against a given "now" (seconds since the epoch), for tests.
+    std::optional<std::chrono::seconds> retry_after(std::int64_t now_unix) const;
     bool ok() const { return status >= 200 && status < 300; }
 };
 
 // Transport failure (DNS, connect, TLS, timeout, too large). Names the URL
 // (redacted) and curl's reason.
 struct HttpError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// The request was stopped because the flag given to HttpClient::set_cancel()
+// was set. Not an HttpError: nothing is wrong with the server or the
+// network, and code that retries or skips transport failures must not
+// swallow it.
+struct Cancelled : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
@@ -84,7 +109,14 @@ struct ClientOptions {
     bool verify_tls = true;
     std::chrono::seconds connect_timeout{15};
     std::chrono::seconds timeout{300};          // whole transfer
-    std::chrono::seconds low_speed_window{60};  // abort when stalled this long
+    // A transfer that moves fewer than low_speed_limit bytes a second (both
+    // directions together, averaged over 5 s) for low_speed_window is
+    // abandoned. The window is also the longest silence allowed while the
+    // server computes its answer (Radicale: 12 s for a 50 000-contact query
+    // on a 2-core machine). At 1 KiB/s a minute is a dead link or a trickle:
+    // the 300 s timeout already needs 3.4 KiB/s for a 1 MiB answer.
+    std::chrono::seconds low_speed_window{60};
+    long low_speed_limit = 1024;                // bytes per second
     size_t max_response_bytes = 512u << 20;     // larger bodies are an error, not OOM
 };
 
@@ -96,8 +128,14 @@ public:
     HttpClient& operator=(const HttpClient&) = delete;
 
     // Sends the request and returns any HTTP status (4xx/5xx are not
-    // exceptions). Throws HttpError on transport failure.
+    // exceptions). Throws HttpError on transport failure, Cancelled when the
+    // cancel flag is set before or during the transfer.
     Response send(Request request);
+
+    // The flag (owned by the caller, outliving this client or reset to
+    // nullptr first) that stops requests when it becomes true; read from
+    // the thread running send(), written from any thread.
+    void set_cancel(const std::atomic<bool>* flag);
 
     // Called with every state-changing request just before it is sent.
     using WriteDecorator = std::function<void(Request&)>;

@@ -1,15 +1,19 @@
 // A canned-response HTTP/1.1 server on a loopback port, for unit tests of
 // the HTTP layer and the sync engine. It serves queued responses in order,
-// records every request it receives, and keeps connections alive.
+// records every request it receives, and keeps connections alive. A canned
+// response can also stall before answering or trickle its body, to test a
+// client against a slow or hostile server.
 // Runs one thread; the recorded requests are read after the client returns.
 #pragma once
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -48,6 +52,11 @@ struct CannedResponse {
     int status = 200;
     std::vector<std::pair<std::string, std::string>> headers;
     std::string body;
+    // Silence before the status line. A stall or a trickle ends early when
+    // the client hangs up or the server is destroyed.
+    std::chrono::milliseconds stall{0};
+    // When set: the headers at once, then the body one byte per interval.
+    std::chrono::milliseconds trickle{0};
 };
 
 class FakeHttpServer {
@@ -79,6 +88,8 @@ public:
     void set_handler(Handler h) { std::lock_guard l(mu_); handler_ = std::move(h); }
     std::vector<RecordedRequest> requests() const { std::lock_guard l(mu_); return requests_; }
     int connections() const { return connections_; }
+    // Connections the client closed while a response was stalled or trickling.
+    int hangups() const { return hangups_; }
 
 private:
     void run() {
@@ -127,18 +138,56 @@ private:
                 else if (!queue_.empty()) { resp = std::move(queue_.front()); queue_.pop_front(); }
                 else resp = CannedResponse{500, {}, "no canned response left"};
             }
+            if (resp.stall.count() > 0 && !wait_unless_hung_up(fd, resp.stall)) return;
             std::string out = "HTTP/1.1 " + std::to_string(resp.status) + " X\r\n";
             for (auto& [k, v] : resp.headers) out += k + ": " + v + "\r\n";
             out += "Content-Length: " + std::to_string(resp.body.size()) + "\r\n\r\n";
-            if (req.method != "HEAD") out += resp.body;
+            std::string body = req.method != "HEAD" ? resp.body : std::string();
+            if (resp.trickle.count() == 0) out += body;
             if (::send(fd, out.data(), out.size(), MSG_NOSIGNAL) < 0) return;
+            if (resp.trickle.count() > 0) {
+                for (char c : body) {
+                    if (!wait_unless_hung_up(fd, resp.trickle)) return;
+                    if (::send(fd, &c, 1, MSG_NOSIGNAL) < 0) return;
+                }
+            }
         }
+    }
+
+    // Waits `how_long`; false when the client closed the connection or the
+    // server is stopping first.
+    bool wait_unless_hung_up(int fd, std::chrono::milliseconds how_long) {
+        auto deadline = std::chrono::steady_clock::now() + how_long;
+        for (;;) {
+            if (stop_) return false;
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0) return true;
+            // Short slices, so that the destructor is never kept waiting long.
+            pollfd p{fd, POLLIN | POLLRDHUP, 0};
+            int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 50)));
+            if (n > 0) {
+                char b;
+                if (p.revents & (POLLRDHUP | POLLHUP | POLLERR) || ::recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+                    ++hangups_;
+                    return false;
+                }
+                // The client sent more (a pipelined request): it is read later.
+                return wait_rest(deadline);
+            }
+        }
+    }
+
+    bool wait_rest(std::chrono::steady_clock::time_point deadline) {
+        while (!stop_ && std::chrono::steady_clock::now() < deadline)
+            ::poll(nullptr, 0, 50);
+        return !stop_;
     }
 
     int listen_fd_ = -1;
     int port_ = 0;
     std::atomic<bool> stop_{false};
     std::atomic<int> connections_{0};
+    std::atomic<int> hangups_{0};
     mutable std::mutex mu_;
     std::deque<CannedResponse> queue_;
     Handler handler_;

@@ -1,5 +1,12 @@
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <limits>
+#include <thread>
+
 #include "dav/http_client.hpp"
 #include "fake_http_server.hpp"
 
@@ -87,8 +94,61 @@ TEST_CASE("Retry-After is understood as seconds or a date") {
     CHECK(a.retry_after()->count() == 120);
     auto b = http.send(Request::get(server.url("/")));
     REQUIRE(b.retry_after());
-    CHECK(b.retry_after()->count() == 0);  // a date in the past: retry now
+    CHECK(*b.retry_after() == kMinRetryAfter);  // a date in the past: soon, but not at once
     CHECK_FALSE(http.send(Request::get(server.url("/"))).retry_after());
+}
+
+namespace {
+std::optional<std::chrono::seconds> retry_after(long status, std::string value,
+                                                std::int64_t now = 1445412480 /* Wed, 21 Oct 2015 07:28:00 GMT */) {
+    Response r;
+    r.status = status;
+    r.headers = {{"retry-after", std::move(value)}};
+    return r.retry_after(now);
+}
+}  // namespace
+
+TEST_CASE("Retry-After counts only on 429 and 503") {
+    CHECK(retry_after(429, "120") == std::chrono::seconds(120));
+    CHECK(retry_after(503, "120") == std::chrono::seconds(120));
+    for (long status : {200L, 301L, 302L, 401L, 404L, 500L, 502L, 504L}) {
+        CAPTURE(status);
+        CHECK_FALSE(retry_after(status, "120"));
+    }
+    Response none;
+    none.status = 503;
+    CHECK_FALSE(none.retry_after());
+}
+
+TEST_CASE("Retry-After is clamped to between 5 s and 6 h") {
+    CHECK(kMinRetryAfter == std::chrono::seconds(5));
+    CHECK(kMaxRetryAfter == std::chrono::hours(6));
+    CHECK(retry_after(503, "0") == kMinRetryAfter);
+    CHECK(retry_after(503, "4") == kMinRetryAfter);
+    CHECK(retry_after(503, "5") == std::chrono::seconds(5));
+    CHECK(retry_after(503, "21600") == std::chrono::seconds(21600));
+    CHECK(retry_after(503, "21601") == kMaxRetryAfter);
+    CHECK(retry_after(503, "999999999") == kMaxRetryAfter);
+    CHECK(retry_after(503, "99999999999999999999999999999999") == kMaxRetryAfter);
+    CHECK(retry_after(503, " 120 ") == std::chrono::seconds(120));
+    // Dates: ten minutes ahead, far ahead, past, before 1970.
+    CHECK(retry_after(503, "Wed, 21 Oct 2015 07:38:00 GMT") == std::chrono::seconds(600));
+    CHECK(retry_after(503, "Wednesday, 21-Oct-15 07:38:00 GMT") == std::chrono::seconds(600));
+    CHECK(retry_after(503, "Wed Oct 21 07:38:00 2015") == std::chrono::seconds(600));
+    CHECK(retry_after(503, "Fri, 31 Dec 9999 23:59:59 GMT") == kMaxRetryAfter);
+    CHECK(retry_after(503, "Fri, 31 Dec 99999 23:59:59 GMT") == kMaxRetryAfter);
+    CHECK(retry_after(503, "Wed, 21 Oct 2015 07:27:00 GMT") == kMinRetryAfter);
+    CHECK(retry_after(503, "Mon, 01 Jan 1900 00:00:00 GMT") == kMinRetryAfter);
+    // No overflow whatever "now" is.
+    CHECK(retry_after(503, "Fri, 31 Dec 9999 23:59:59 GMT", std::numeric_limits<std::int64_t>::min()) == kMaxRetryAfter);
+    CHECK(retry_after(503, "Mon, 01 Jan 1900 00:00:00 GMT", std::numeric_limits<std::int64_t>::max()) == kMinRetryAfter);
+}
+
+TEST_CASE("an invalid Retry-After is ignored") {
+    for (const char* v : {"", "  ", "-5", "+5", "-1", "1.5", "120s", "soon", "0x10", "12:00", "Wed, 32 Oct 2015 07:28:00 GMT"}) {
+        CAPTURE(v);
+        CHECK_FALSE(retry_after(429, v));
+    }
 }
 
 TEST_CASE("response headers are available by case-insensitive name") {
@@ -131,6 +191,107 @@ TEST_CASE("transport errors name the URL without credentials") {
         CHECK(msg.find("pw") == std::string::npos);
         CHECK(msg.find("token") == std::string::npos);
     }
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Waits for a condition, polling, up to a deadline; false when it never held.
+template <typename F>
+bool eventually(F condition, std::chrono::seconds deadline = std::chrono::seconds(10)) {
+    auto until = Clock::now() + deadline;
+    while (!condition()) {
+        if (Clock::now() > until) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+}
+
+// Generous: the client promises about a second; a loaded test machine gets more.
+constexpr auto kCancelDeadline = std::chrono::seconds(5);
+
+}  // namespace
+
+TEST_CASE("a request to a silent server stops soon after its cancel flag is set") {
+    testing::FakeHttpServer server;
+    server.queue({207, {}, "<late/>", std::chrono::minutes(5)});
+    std::atomic<bool> cancel{false};
+    HttpClient http({});
+    http.set_cancel(&cancel);
+    auto sent = std::async(std::launch::async, [&] { return http.send(Request::propfind(server.url("/c/"), "1", "<x/>")); });
+    REQUIRE(eventually([&] { return server.requests().size() == 1; }));
+    auto set_at = Clock::now();
+    cancel = true;
+    REQUIRE(sent.wait_for(kCancelDeadline) == std::future_status::ready);
+    CHECK(Clock::now() - set_at < kCancelDeadline);
+    CHECK_THROWS_WITH_AS(sent.get(), doctest::Contains("PROPFIND http://127.0.0.1:"), Cancelled);
+    CHECK(eventually([&] { return server.hangups() == 1; }));  // the connection was dropped, not left hanging
+}
+
+TEST_CASE("a request whose body trickles in stops soon after its cancel flag is set") {
+    testing::FakeHttpServer server;
+    server.queue({200, {}, std::string(100000, 'x'), {}, std::chrono::milliseconds(100)});
+    std::atomic<bool> cancel{false};
+    HttpClient http({});
+    http.set_cancel(&cancel);
+    auto sent = std::async(std::launch::async, [&] { return http.send(Request::get(server.url("/big.ics"))); });
+    REQUIRE(eventually([&] { return server.requests().size() == 1; }));
+    cancel = true;
+    REQUIRE(sent.wait_for(kCancelDeadline) == std::future_status::ready);
+    CHECK_THROWS_AS(sent.get(), Cancelled);
+}
+
+TEST_CASE("a set cancel flag stops a request before it is sent, and the client works again once it is cleared") {
+    testing::FakeHttpServer server;
+    server.queue({207, {}, "<x/>"});
+    std::atomic<bool> cancel{true};
+    HttpClient http({});
+    http.set_cancel(&cancel);
+    CHECK_THROWS_WITH_AS(http.send(Request::put(server.url("/c/a.ics"), "B", "text/calendar")),
+                         doctest::Contains("cancelled before it was sent"), Cancelled);
+    CHECK(server.requests().empty());
+    cancel = false;
+    CHECK(http.send(Request::propfind(server.url("/c/"), "0", "")).status == 207);
+    http.set_cancel(nullptr);
+}
+
+TEST_CASE("cancelled is not a transport error") {
+    // Code that skips HttpError (a failed push registration, say) must let a cancel through.
+    CHECK_FALSE(std::is_base_of_v<HttpError, Cancelled>);
+    CHECK(std::is_base_of_v<std::exception, Cancelled>);
+}
+
+TEST_CASE("a server that trickles its answer is abandoned with a clear error") {
+    testing::FakeHttpServer server;
+    // 10 bytes a second: 10 000 bytes would take 17 minutes, past the whole-transfer timeout.
+    server.queue({200, {}, std::string(10000, 'x'), {}, std::chrono::milliseconds(100)});
+    ClientOptions o;
+    o.low_speed_window = std::chrono::seconds(2);
+    HttpClient http(o);
+    auto started = Clock::now();
+    CHECK_THROWS_WITH_AS(http.send(Request::get(server.url("/slow.ics"))),
+                         doctest::Contains("too slow"), HttpError);
+    CHECK(Clock::now() - started < std::chrono::seconds(30));
+    CHECK(eventually([&] { return server.hangups() == 1; }));
+}
+
+TEST_CASE("a server silent for longer than the low-speed window is abandoned") {
+    testing::FakeHttpServer server;
+    server.queue({207, {}, "<late/>", std::chrono::minutes(5)});
+    ClientOptions o;
+    o.low_speed_window = std::chrono::seconds(1);
+    HttpClient http(o);
+    auto started = Clock::now();
+    CHECK_THROWS_WITH_AS(http.send(Request::propfind(server.url("/"), "1", "")), doctest::Contains("too slow"), HttpError);
+    CHECK(Clock::now() - started < std::chrono::seconds(30));
+}
+
+TEST_CASE("by default a trickle cannot hold a request for the whole timeout") {
+    ClientOptions o;
+    CHECK(o.low_speed_window < o.timeout / 2);
+    // A few bytes a second are far below the limit.
+    CHECK(o.low_speed_limit >= 100);
 }
 
 }  // TEST_SUITE
