@@ -293,29 +293,339 @@ Multistatus parse_multistatus(const Document& doc) {
     return ms;
 }
 
-std::optional<QName> error_condition(std::string_view body) {
-    try {
-        Document doc(body);
-        const Element* root = doc.root();
-        if (!is(root, kDav, "error")) return std::nullopt;
-        const Element* first = root->FirstChildElement();
-        if (!first) return std::nullopt;
-        return QName{std::string(namespace_of(first)), std::string(local_name(first))};
-    } catch (const XmlError&) {
-        return std::nullopt;
+// --- refusals ---------------------------------------------------------------
+
+namespace {
+
+bool is_diagnostic(std::string_view ns) { return ns == kSabre || ns == kOwncloud || ns == "o:"; }
+
+void add_conditions(const Element* error, std::vector<QName>& out) {
+    for (const Element* c = error->FirstChildElement(); c; c = c->NextSiblingElement()) {
+        std::string_view ns = namespace_of(c);
+        if (!is_diagnostic(ns)) out.push_back({std::string(ns), std::string(local_name(c))});
     }
 }
 
-// First version: only SabreDAV's s:message (the full reader comes with the
-// interoperability work).
-std::string server_reason(std::string_view, std::string_view body) {
+}  // namespace
+
+std::vector<QName> error_conditions(std::string_view body) {
+    std::vector<QName> out;
     try {
         Document doc(body);
         const Element* root = doc.root();
-        if (!is(root, kDav, "error")) return {};
-        for (const Element* e = root->FirstChildElement(); e; e = e->NextSiblingElement())
-            if (is(e, "http://sabredav.org/ns", "message")) return text(e, 4096).substr(0, 200);
-    } catch (const XmlError&) {
+        if (is(root, kDav, "error")) {
+            add_conditions(root, out);
+        } else if (is(root, kDav, "multistatus")) {
+            for (const Element* r : children(root, kDav, "response"))
+                if (const Element* e = child(r, kDav, "error")) add_conditions(e, out);
+        }
+    } catch (...) {
+        // Not XML, or no memory for it: then it names no condition.
+        out.clear();
+    }
+    return out;
+}
+
+bool has_precondition(std::string_view body, std::string_view ns, std::string_view local) {
+    for (const QName& q : error_conditions(body))
+        if (q.ns == ns && q.local == local) return true;
+    return false;
+}
+
+std::optional<QName> error_condition(std::string_view body) {
+    auto all = error_conditions(body);
+    if (all.empty()) return std::nullopt;
+    return std::move(all.front());
+}
+
+// --- server reasons -----------------------------------------------------------
+
+namespace {
+
+constexpr size_t kReasonBytes = 200;
+// An error page says what matters near its top; a huge body is not read to the end.
+constexpr size_t kScanBytes = 64 * 1024;
+constexpr std::string_view kEllipsis = "\xE2\x80\xA6";
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+
+char lower_ascii(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string lower(std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = lower_ascii(c);
+    return out;
+}
+
+// "Text/HTML; charset=utf-8" -> "text/html".
+std::string media_type(std::string_view content_type) {
+    return lower(trim(content_type.substr(0, content_type.find(';'))));
+}
+
+// Length of the valid UTF-8 sequence at s[i] and its code point; length 0
+// when the bytes there are not valid UTF-8 (overlong, surrogate, truncated).
+struct CodePoint {
+    size_t length = 0;
+    char32_t value = 0;
+};
+
+CodePoint decode_utf8(std::string_view s, size_t i) {
+    auto b = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+    unsigned char c = b(0);
+    if (c < 0x80) return {1, c};
+    size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+    if (n == 0 || c > 0xF4 || i + n > s.size()) return {};
+    char32_t v = c & (0x7F >> n);
+    for (size_t k = 1; k < n; ++k) {
+        if ((b(k) & 0xC0) != 0x80) return {};
+        v = (v << 6) | (b(k) & 0x3F);
+    }
+    bool overlong = (n == 3 && v < 0x800) || (n == 4 && v < 0x10000);
+    if (overlong || (v >= 0xD800 && v <= 0xDFFF) || v > 0x10FFFF) return {};
+    return {n, v};
+}
+
+void append_utf8(std::string& out, char32_t v) {
+    if (v < 0x80) {
+        out += static_cast<char>(v);
+    } else if (v < 0x800) {
+        out += static_cast<char>(0xC0 | (v >> 6));
+        out += static_cast<char>(0x80 | (v & 0x3F));
+    } else if (v < 0x10000) {
+        out += static_cast<char>(0xE0 | (v >> 12));
+        out += static_cast<char>(0x80 | ((v >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (v & 0x3F));
+    } else {
+        out += static_cast<char>(0xF0 | (v >> 18));
+        out += static_cast<char>(0x80 | ((v >> 12) & 0x3F));
+        out += static_cast<char>(0x80 | ((v >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (v & 0x3F));
+    }
+}
+
+bool is_blank(char32_t v) {
+    return v == ' ' || (v >= 0x09 && v <= 0x0D) || v == 0xA0 || v == 0x2028 || v == 0x2029;
+}
+
+// Characters that would make a log line or a D-Bus string lie about what it
+// says: C0/C1 controls, and the bidirectional overrides and isolates.
+bool is_control(char32_t v) {
+    return v < 0x20 || (v >= 0x7F && v <= 0x9F) || (v >= 0x202A && v <= 0x202E) || (v >= 0x2066 && v <= 0x2069);
+}
+
+// One line of at most kReasonBytes: runs of white space become one space,
+// controls go, invalid UTF-8 becomes U+FFFD; a longer text is cut on a
+// character boundary and ends in "…".
+std::string one_line(std::string_view s) {
+    std::string out;
+    bool space = false;
+    for (size_t i = 0; i < s.size() && out.size() <= kReasonBytes;) {
+        CodePoint cp = decode_utf8(s, i);
+        i += cp.length ? cp.length : 1;
+        if (cp.length && is_blank(cp.value)) {
+            space = !out.empty();
+            continue;
+        }
+        if (cp.length && is_control(cp.value)) continue;
+        if (space) out += ' ';
+        space = false;
+        if (cp.length) append_utf8(out, cp.value);
+        else out += kReplacement;
+    }
+    if (out.size() <= kReasonBytes) return out;
+    size_t cut = kReasonBytes - kEllipsis.size();
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;
+    out.resize(cut);
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    out += kEllipsis;
+    return out;
+}
+
+// Text, not bytes of an image or an archive: valid UTF-8 (a sequence cut by
+// the scan limit at the very end is fine) and no NUL.
+bool looks_like_text(std::string_view s) {
+    for (size_t i = 0; i < s.size();) {
+        if (s[i] == '\0') return false;
+        CodePoint cp = decode_utf8(s, i);
+        if (!cp.length) return s.size() - i < 4 && static_cast<unsigned char>(s[i]) >= 0xC2;
+        i += cp.length;
+    }
+    return true;
+}
+
+bool looks_like_html(std::string_view body) {
+    std::string head = lower(body.substr(0, 1024));
+    return head.find("<html") != std::string::npos || head.find("<!doctype html") != std::string::npos;
+}
+
+// --- HTML: just enough to find what a person would read first ---
+
+size_t find_icase(std::string_view hay, std::string_view needle, size_t from = 0) {
+    if (needle.empty() || hay.size() < needle.size()) return std::string_view::npos;
+    for (size_t i = from; i + needle.size() <= hay.size(); ++i) {
+        size_t k = 0;
+        while (k < needle.size() && lower_ascii(hay[i + k]) == needle[k]) ++k;
+        if (k == needle.size()) return i;
+    }
+    return std::string_view::npos;
+}
+
+// Whether an opening tag named `name` (lower case) starts at html[i].
+bool tag_at(std::string_view html, size_t i, std::string_view name) {
+    if (html.substr(i, 1) != "<" || find_icase(html.substr(i + 1, name.size()), name) != 0) return false;
+    size_t after = i + 1 + name.size();
+    return after < html.size() && (html[after] == '>' || html[after] == '/' || is_space(html[after]));
+}
+
+// &amp; &lt; &gt; &quot; &apos; &nbsp; and numeric references; others stay as written.
+std::string decode_entities(std::string_view s) {
+    static constexpr std::pair<std::string_view, std::string_view> kNamed[] = {
+        {"amp", "&"}, {"lt", "<"}, {"gt", ">"}, {"quot", "\""}, {"apos", "'"}, {"nbsp", "\xC2\xA0"}};
+    std::string out;
+    out.reserve(s.size());
+    for (size_t i = 0; i < s.size(); ++i) {
+        size_t semi = s[i] == '&' ? s.find(';', i) : std::string_view::npos;
+        if (semi == std::string_view::npos || semi - i > 10) {
+            out += s[i];
+            continue;
+        }
+        std::string_view name = s.substr(i + 1, semi - i - 1);
+        bool done = false;
+        if (name.size() > 1 && name[0] == '#') {
+            bool hex = name[1] == 'x' || name[1] == 'X';
+            std::string_view digits = name.substr(hex ? 2 : 1);
+            char32_t v = 0;
+            bool ok = !digits.empty();
+            for (char c : digits) {
+                int d = (c >= '0' && c <= '9') ? c - '0'
+                        : hex && lower_ascii(c) >= 'a' && lower_ascii(c) <= 'f' ? lower_ascii(c) - 'a' + 10
+                                                                                : -1;
+                if (d < 0 || v > 0x10FFFF) ok = false;
+                if (!ok) break;
+                v = v * (hex ? 16 : 10) + static_cast<char32_t>(d);
+            }
+            if (ok) {
+                if (v == 0 || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) out += kReplacement;
+                else append_utf8(out, v);
+                done = true;
+            }
+        } else {
+            for (const auto& [n, text] : kNamed)
+                if (name == n) {
+                    out += text;
+                    done = true;
+                }
+        }
+        if (done) i = semi;
+        else out += s[i];
+    }
+    return out;
+}
+
+// The text of an HTML fragment: tags become spaces; comments, scripts and
+// styles are dropped.
+std::string html_text(std::string_view html) {
+    std::string out;
+    for (size_t i = 0; i < html.size();) {
+        if (html[i] != '<') {
+            out += html[i++];
+            continue;
+        }
+        size_t end;
+        if (html.substr(i, 4) == "<!--") {
+            end = html.find("-->", i + 4);
+            end = end == std::string_view::npos ? html.size() : end + 3;
+        } else if (tag_at(html, i, "script") || tag_at(html, i, "style")) {
+            std::string close = tag_at(html, i, "script") ? "</script" : "</style";
+            end = find_icase(html, close, i);
+            end = end == std::string_view::npos ? html.size() : html.find('>', end);
+            end = end == std::string_view::npos ? html.size() : end + 1;
+        } else {
+            end = html.find('>', i);
+            end = end == std::string_view::npos ? html.size() : end + 1;
+        }
+        out += ' ';
+        i = end;
+    }
+    return one_line(decode_entities(out));
+}
+
+// The text of the first <name> element, "" when there is none.
+std::string html_element(std::string_view html, std::string_view name) {
+    for (size_t i = find_icase(html, cat("<", name)); i != std::string_view::npos;
+         i = find_icase(html, cat("<", name), i + 1)) {
+        if (!tag_at(html, i, name)) continue;
+        size_t open_end = html.find('>', i);
+        if (open_end == std::string_view::npos) return {};
+        size_t close = find_icase(html, cat("</", name), open_end);
+        return html_text(html.substr(open_end + 1, close == std::string_view::npos ? std::string_view::npos
+                                                                                   : close - open_end - 1));
+    }
+    return {};
+}
+
+// Error pages put the status in <title> and say it again, or say more, in
+// <h1> (Apache: "404 Not Found" / "Not Found"): the longer one when one
+// holds the other, both otherwise.
+std::string html_reason(std::string_view html) {
+    std::string title = html_element(html, "title");
+    std::string h1 = html_element(html, "h1");
+    if (title.empty() && h1.empty()) {
+        size_t body = find_icase(html, "<body");
+        return html_text(body == std::string_view::npos ? html : html.substr(body));
+    }
+    if (h1.empty() || title.find(h1) != std::string::npos) return title;
+    if (title.empty() || h1.find(title) != std::string::npos) return h1;
+    return one_line(cat(title, ": ", h1));
+}
+
+// --- XML refusals ---
+
+std::string first_text(const Element* parent, std::string_view ns, std::string_view local) {
+    for (const Element* e : children(parent, ns, local))
+        if (std::string t = one_line(text(e)); !t.empty()) return t;
+    return {};
+}
+
+std::string error_reason(const Element* error) {
+    if (std::string m = first_text(error, kSabre, "message"); !m.empty()) return m;
+    if (std::string m = first_text(error, "o:", "reason"); !m.empty()) return m;
+    return first_text(error, kOwncloud, "reason");
+}
+
+std::string xml_reason(const Document& doc) {
+    const Element* root = doc.root();
+    if (is(root, kDav, "error")) return error_reason(root);
+    if (!is(root, kDav, "multistatus")) return {};
+    for (const Element* r : children(root, kDav, "response")) {
+        if (std::string d = first_text(r, kDav, "responsedescription"); !d.empty()) return d;
+        if (const Element* e = child(r, kDav, "error"))
+            if (std::string m = error_reason(e); !m.empty()) return m;
+    }
+    return first_text(root, kDav, "responsedescription");
+}
+
+}  // namespace
+
+std::string server_reason(std::string_view content_type, std::string_view body) {
+    try {
+        std::string type = media_type(content_type);
+        std::string_view head = body.substr(0, kScanBytes);
+        bool html = type == "text/html" || type == "application/xhtml+xml";
+        if (html || (type != "text/plain" && looks_like_html(head))) return html_reason(head);
+        if (type == "text/plain") return one_line(head);
+        if (trim(head).substr(0, 1) == "<") {
+            // Error bodies are small; a huge one is no reason worth parsing.
+            if (body.size() > 16 * kScanBytes) return {};
+            try {
+                return xml_reason(Document(body));
+            } catch (const XmlError&) {
+                return {};
+            }
+        }
+        // Xandikos sends its plain messages as application/octet-stream.
+        if (looks_like_text(head)) return one_line(head);
+    } catch (...) {
+        // A reason is a nicety: without memory for it there is none.
     }
     return {};
 }

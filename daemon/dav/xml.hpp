@@ -96,14 +96,37 @@ Multistatus parse_multistatus(const Document& doc);
 // Status code from a "HTTP/1.1 404 Not Found" line, 0 when unparsable.
 int parse_status_line(std::string_view line);
 
-// Name of the first child of a DAV:error element (e.g. "valid-sync-token"),
-// with its namespace; nullopt when the body is not a DAV:error.
-struct QName { std::string ns; std::string local; };
+// --- refusals -------------------------------------------------------------
+
+// Namespaces of elements that carry a server's diagnostics inside DAV:error,
+// never a condition: SabreDAV's s:exception, s:message, s:sabredav-version;
+// Nextcloud's o:retry and o:reason (declared as "o:" by its serializer).
+inline constexpr std::string_view kSabre = "http://sabredav.org/ns";
+inline constexpr std::string_view kOwncloud = "http://owncloud.org/ns";
+
+struct QName {
+    std::string ns;
+    std::string local;
+    bool operator==(const QName&) const = default;
+};
+
+// The pre- and postconditions (RFC 4918 §16) a refusal names, in document
+// order: every child of a DAV:error root, or of the DAV:error in each
+// response of a multistatus (Xandikos wraps its refusals so). Diagnostic
+// elements are skipped: SabreDAV puts three of them before the condition.
+// Empty when the body is no such XML. Never throws.
+std::vector<QName> error_conditions(std::string_view body);
+// Whether the body names that condition among all of them.
+bool has_precondition(std::string_view body, std::string_view ns, std::string_view local);
+// The first of error_conditions(), nullopt when there is none.
 std::optional<QName> error_condition(std::string_view body);
 
 // The server's human-readable reason for a refused request, shortened to one
-// line of at most ~200 bytes: SabreDAV's s:message inside DAV:error, or the
-// text of a text/plain or HTML body. "" when the body says nothing useful.
+// line of at most 200 bytes (cut on a character boundary, ending in "…"),
+// without control characters, valid UTF-8: SabreDAV's s:message inside
+// DAV:error, Xandikos' DAV:responsedescription, the text of a text/plain
+// body, or the title/h1 (else the text) of an HTML page. "" when the body
+// says nothing useful. Never throws.
 std::string server_reason(std::string_view content_type, std::string_view body);
 
 }  // namespace davsyncd::xml

@@ -85,6 +85,29 @@ TEST_CASE("registration refusals: both precondition spellings, 400, 429 with Ret
     CHECK_FALSE(why.permanent);
 }
 
+TEST_CASE("a SabreDAV-shaped refusal is judged by its condition, not by Sabre's diagnostics before it") {
+    // SabreDAV writes s:exception and s:message before the condition (see
+    // the sync-token refusal in test_xml.cpp); a push app on Sabre does the same.
+    const char* body = R"(<?xml version="1.0" encoding="utf-8"?>
+<d:error xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns">
+  <s:exception>Sabre\DAV\Exception\Forbidden</s:exception>
+  <s:message>Subscription is invalid</s:message>
+  <P:invalid-subscription xmlns:P="https://bitfire.at/webdav-push"/>
+</d:error>
+)";
+    RegisterRefused why;
+    CHECK_FALSE(parse_register_response(response(403, {}, body), "https://d/c/", why));
+    CHECK(why.reason == "invalid-subscription");
+    CHECK_FALSE(why.permanent);  // a new subscription may be accepted
+
+    // Diagnostics alone name no condition: a plain, permanent 403.
+    const char* plain = R"(<d:error xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns">)"
+                        R"(<s:exception>Sabre\DAV\Exception\Forbidden</s:exception></d:error>)";
+    CHECK_FALSE(parse_register_response(response(403, {}, plain), "https://d/c/", why));
+    CHECK(why.reason == "HTTP 403");
+    CHECK(why.permanent);
+}
+
 TEST_CASE("push-message in the current and the legacy namespace") {
     auto m = parse_push_message(R"(<P:push-message xmlns:P="https://bitfire.at/webdav-push" xmlns:D="DAV:">)"
                                 R"(<P:topic>O7M1nQ7cKkKTKsoS_j6Z3w</P:topic><P:content-update>)"
