@@ -14,6 +14,7 @@
 #include <set>
 #include <spawn.h>
 #include <string_view>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/log.hpp"
+#include "dav/http_client.hpp"
 
 extern char** environ;
 
@@ -698,55 +700,100 @@ Config load(const std::filesystem::path& path, const fs::XdgDirs& xdg) {
     return parse(text, path, xdg);
 }
 
-std::string resolve_password(const Account& account, std::chrono::milliseconds timeout) {
+namespace {
+
+// Owns the attributes of posix_spawn for one password_command.
+struct SpawnSetup {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    SpawnSetup() {
+        posix_spawn_file_actions_init(&actions);
+        posix_spawnattr_init(&attr);
+    }
+    ~SpawnSetup() {
+        posix_spawn_file_actions_destroy(&actions);
+        posix_spawnattr_destroy(&attr);
+    }
+    SpawnSetup(const SpawnSetup&) = delete;
+    SpawnSetup& operator=(const SpawnSetup&) = delete;
+};
+
+bool is_set(const std::atomic<bool>* flag) { return flag && flag->load(std::memory_order_relaxed); }
+
+}  // namespace
+
+std::string resolve_password(const Account& account, std::chrono::milliseconds timeout, const std::atomic<bool>* cancel) {
     if (!account.password_command) return account.password.value_or("");
+    auto failed = [&](const std::string& why) {
+        return ConfigError(cat("account '", account.id, "': password_command failed (", why, ")"));
+    };
+    auto cancelled = [&] { return dav::Cancelled(cat("account '", account.id, "': password_command cancelled")); };
+    if (is_set(cancel)) throw cancelled();
 
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0)
         throw ConfigError(cat("account '", account.id, "': cannot run password_command: ", std::strerror(errno)));
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);  // dup2 clears O_CLOEXEC
+    fs::Fd output(fds[0]), write_end(fds[1]);
+    SpawnSetup spawn;
+    posix_spawn_file_actions_adddup2(&spawn.actions, write_end.get(), STDOUT_FILENO);  // dup2 clears O_CLOEXEC
     // Its own process group, so that a timeout kills the whole pipeline.
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attr, 0);
+    // No blocked signals and default actions: the daemon's threads block
+    // SIGTERM/SIGINT/SIGHUP for its signalfd, and a password manager that
+    // inherited that mask could not be stopped, nor could its children.
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setflags(&spawn.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&spawn.attr, 0);
+    posix_spawnattr_setsigmask(&spawn.attr, &none);
+    posix_spawnattr_setsigdefault(&spawn.attr, &all);
     const std::string& cmd = *account.password_command;
     char sh[] = "sh", dash_c[] = "-c";
     char* argv[] = {sh, dash_c, const_cast<char*>(cmd.c_str()), nullptr};
     pid_t pid = -1;
-    int rc = posix_spawn(&pid, "/bin/sh", &actions, &attr, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    ::close(fds[1]);
-    if (rc != 0) {
-        ::close(fds[0]);
-        throw ConfigError(cat("account '", account.id, "': cannot run password_command: ", std::strerror(rc)));
-    }
+    int rc = posix_spawn(&pid, "/bin/sh", &spawn.actions, &spawn.attr, argv, environ);
+    write_end.reset();
+    if (rc != 0) throw ConfigError(cat("account '", account.id, "': cannot run password_command: ", std::strerror(rc)));
+    // Readable when the shell has exited, so that one that closed its
+    // output but runs on is bound by the deadline too. Without pidfds
+    // (Linux < 5.3) the exit is awaited after the output ends.
+    // (The raw call: glibc 2.36's <sys/pidfd.h> lacks extern "C".)
+    fs::Fd exit_fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
 
-    // Read everything (so the command never dies of SIGPIPE), keep the first line.
+    // Read everything (so the command never dies of SIGPIPE), keep the
+    // first line, until the output ends and the shell has exited, the
+    // deadline passes or the flag says stop. With a flag the wait is cut in
+    // slices to look at it; without, one poll sleeps until something happens.
+    constexpr std::chrono::milliseconds kCancelSlice{100};
+    enum class Stop { finished, timed_out, cancelled } stop = Stop::finished;
     std::string out;
     bool line_done = false;
-    bool timed_out = false;
+    bool output_ended = false;
+    bool exited = !exit_fd.valid();
     char buf[4096];
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
+    while (!output_ended || !exited) {
+        if (is_set(cancel)) {
+            stop = Stop::cancelled;
+            break;
+        }
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        pollfd pfd{fds[0], POLLIN, 0};
-        int ready = left.count() > 0 ? ::poll(&pfd, 1, static_cast<int>(left.count())) : 0;
-        if (ready < 0 && errno == EINTR) continue;
-        if (ready == 0) {
-            timed_out = true;
-            ::kill(-pid, SIGKILL);
+        if (left.count() <= 0) {
+            stop = Stop::timed_out;
             break;
         }
-        ssize_t n = ::read(fds[0], buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            break;
+        auto wait = cancel ? std::min(left, kCancelSlice) : left;
+        pollfd pfd[2] = {{output_ended ? -1 : output.get(), POLLIN, 0}, {exited ? -1 : exit_fd.get(), POLLIN, 0}};
+        int ready = ::poll(pfd, 2, static_cast<int>(std::min<std::int64_t>(wait.count(), std::numeric_limits<int>::max())));
+        if (ready <= 0) continue;  // a slice ended, or EINTR
+        if (pfd[1].revents) exited = true;
+        if (!pfd[0].revents) continue;
+        ssize_t n = ::read(output.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            output_ended = true;
+            continue;
         }
-        if (n == 0) break;
         if (!line_done) {
             std::string_view chunk(buf, static_cast<std::size_t>(n));
             auto nl = chunk.find('\n');
@@ -755,7 +802,8 @@ std::string resolve_password(const Account& account, std::chrono::milliseconds t
         }
     }
     explicit_bzero(buf, sizeof buf);
-    ::close(fds[0]);
+    output.reset();
+    if (stop != Stop::finished) ::kill(-pid, SIGKILL);
 
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -763,14 +811,18 @@ std::string resolve_password(const Account& account, std::chrono::milliseconds t
     if (!out.empty() && out.back() == '\r') out.pop_back();
 
     std::string failure;
-    if (timed_out) failure = cat("did not finish within ", timeout.count() / 1000.0, " s; stopped it");
+    if (stop == Stop::cancelled) {
+        explicit_bzero(out.data(), out.size());
+        throw cancelled();
+    }
+    if (stop == Stop::timed_out) failure = cat("did not finish within ", timeout.count() / 1000.0, " s; stopped it");
     else if (WIFSIGNALED(status)) failure = cat("killed by signal ", WTERMSIG(status));
     else if (!WIFEXITED(status)) failure = "did not exit normally";
     else if (WEXITSTATUS(status) != 0) failure = cat("exit status ", WEXITSTATUS(status));
     else if (out.empty()) failure = "exit status 0, but it printed no password";
     if (!failure.empty()) {
         explicit_bzero(out.data(), out.size());
-        throw ConfigError(cat("account '", account.id, "': password_command failed (", failure, ")"));
+        throw failed(failure);
     }
     return out;
 }

@@ -10,6 +10,7 @@
 // resolve_password(), running the user's password command).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -78,14 +79,24 @@ std::filesystem::path default_path(const fs::XdgDirs& xdg);
 Config load(const std::filesystem::path& path, const fs::XdgDirs& xdg);
 Config parse(std::string_view text, const std::filesystem::path& source_name, const fs::XdgDirs& xdg);
 
+// How long password_command may run: time for a password manager that asks
+// the user to unlock it.
+inline constexpr std::chrono::seconds kPasswordCommandTimeout{120};
+
 // The account's password: runs password_command (first line of its stdout,
 // without the newline) or returns the inline password. Throws ConfigError
 // naming the account (never the password) when the command fails, or when
 // it has not finished after `timeout` (its process group is killed then:
-// a hanging command must not stall the account for ever). The default
-// leaves time for a password manager that asks the user to unlock it.
-std::string resolve_password(const Account& account,
-                             std::chrono::milliseconds timeout = std::chrono::seconds(120));
+// a hanging command must not stall the account for ever).
+//
+// The command starts with no blocked signals and every signal at its
+// default action, whatever the calling thread blocks (the daemon blocks
+// SIGTERM, SIGINT and SIGHUP for its signalfd). When `cancel` is given and
+// becomes true, the process group is killed within about 100 ms and
+// dav::Cancelled (dav/http_client.hpp, the same type a cancelled request
+// throws) is thrown.
+std::string resolve_password(const Account& account, std::chrono::milliseconds timeout = kPasswordCommandTimeout,
+                             const std::atomic<bool>* cancel = nullptr);
 
 const char* to_string(ConflictPolicy p);
 

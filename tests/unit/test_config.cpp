@@ -1,13 +1,21 @@
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <future>
 #include <string>
+#include <thread>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "config/config.hpp"
+#include "dav/http_client.hpp"
 
 using namespace davsyncd;
 using config::ConfigError;
@@ -474,6 +482,118 @@ TEST_CASE("resolve_password") {
     a.password_command = "sleep 300 & sleep 300";
     CHECK_THROWS_WITH_AS(config::resolve_password(a, std::chrono::milliseconds(200)),
                          "account 'personal': password_command failed (did not finish within 0.2 s; stopped it)",
+                         ConfigError);
+}
+
+namespace {
+
+// Blocks signals in the calling thread and ignores one, as the daemon's
+// threads do, until destroyed.
+struct DaemonLikeSignals {
+    sigset_t old_mask;
+    struct sigaction old_usr1 {};
+    DaemonLikeSignals() {
+        sigset_t block;
+        sigemptyset(&block);
+        for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&block, s);
+        pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+        struct sigaction ign {};
+        ign.sa_handler = SIG_IGN;
+        sigaction(SIGUSR1, &ign, &old_usr1);
+    }
+    ~DaemonLikeSignals() {
+        sigaction(SIGUSR1, &old_usr1, nullptr);
+        pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    }
+};
+
+template <typename F>
+bool eventually(F condition, std::chrono::seconds deadline = std::chrono::seconds(10)) {
+    auto until = std::chrono::steady_clock::now() + deadline;
+    while (!condition()) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+}
+
+bool process_gone(const std::string& pid) {
+    std::ifstream stat("/proc/" + pid + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    auto paren = line.rfind(')');
+    return paren != std::string::npos && line.size() > paren + 2 && line[paren + 2] == 'Z';
+}
+
+std::string slurp(const std::filesystem::path& p) {
+    std::ifstream in(p);
+    std::string s;
+    std::getline(in, s);
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("password_command runs with no blocked or ignored signals, whatever the daemon blocks") {
+    DaemonLikeSignals daemon_like;
+    config::Account a;
+    a.id = "personal";
+    // The "password" is the command's own signal state: "<blocked> <ignored>".
+    a.password_command = "grep -E '^Sig(Blk|Ign):' /proc/self/status | cut -f2 | tr '\\n' ' '";
+    auto state = config::resolve_password(a);
+    auto space = state.find(' ');
+    REQUIRE(space == 16);
+    CHECK(state.substr(0, space) == "0000000000000000");
+    auto ignored = std::stoull(state.substr(space + 1, 16), nullptr, 16);
+    // Bits are signal - 1. glibc's posix_spawn leaves its own two internal
+    // signals (32 and 33, below SIGRTMIN) ignored; the child's libc takes
+    // them over when it needs them. Every other signal is at its default.
+    constexpr std::uint64_t kGlibcInternal = (1ull << 31) | (1ull << 32);
+    CHECK((ignored & ~kGlibcInternal) == 0);
+    // The shell itself too (a password manager run as `exec pass ...`).
+    a.password_command = "exec grep -E '^SigBlk:' /proc/self/status";
+    CHECK(config::resolve_password(a) == "SigBlk:\t0000000000000000");
+}
+
+TEST_CASE("password_command stops when its cancel flag is set") {
+    auto dir = std::filesystem::temp_directory_path() / ("davsyncd-pwcancel-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    config::Account a;
+    a.id = "personal";
+
+    // Already set: nothing runs.
+    std::atomic<bool> cancel{true};
+    a.password_command = "touch " + (dir / "ran").string();
+    CHECK_THROWS_WITH_AS(config::resolve_password(a, config::kPasswordCommandTimeout, &cancel),
+                         "account 'personal': password_command cancelled", dav::Cancelled);
+    CHECK_FALSE(std::filesystem::exists(dir / "ran"));
+
+    // Set while it waits (a password manager asking to be unlocked): it and
+    // its children are stopped.
+    cancel = false;
+    a.password_command = "sleep 300 & echo $! > " + (dir / "child").string() + "; sleep 300";
+    auto running = std::async(std::launch::async,
+                              [&] { return config::resolve_password(a, config::kPasswordCommandTimeout, &cancel); });
+    REQUIRE(eventually([&] { return !slurp(dir / "child").empty(); }));
+    cancel = true;
+    REQUIRE(running.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+    CHECK_THROWS_AS(running.get(), dav::Cancelled);
+    CHECK(eventually([&] { return process_gone(slurp(dir / "child")); }));
+
+    // A cancel flag that stays clear changes nothing.
+    cancel = false;
+    a.password_command = "printf 'secret\\n'";
+    CHECK(config::resolve_password(a, config::kPasswordCommandTimeout, &cancel) == "secret");
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("password_command that closes its output but runs on is stopped at the deadline") {
+    config::Account a;
+    a.id = "personal";
+    a.password_command = "printf 'secret\\n'; exec >&-; sleep 300";
+    CHECK_THROWS_WITH_AS(config::resolve_password(a, std::chrono::milliseconds(300)),
+                         "account 'personal': password_command failed (did not finish within 0.3 s; stopped it)",
                          ConfigError);
 }
 
