@@ -588,6 +588,7 @@ void CollectionSync::pull_incremental() {
     std::set<std::string> gone;
     SyncToken cursor = state_.token;
     for (;;) {
+        check_cancel();
         dav::ChangePage page;
         try {
             page = remote_.changes_since(cursor);
@@ -642,6 +643,7 @@ void CollectionSync::recover_with_listing() {
     std::set<std::string> present;
     SyncToken token;
     for (;;) {
+        check_cancel();
         auto page = remote_.changes_since(token);
         std::vector<Href> fetch;
         for (const auto& c : page.changed) {
