@@ -1,6 +1,7 @@
 // davsyncd: keeps CalDAV/CardDAV accounts in local vdir folders.
 // Entry point only: parses the command line and hands over to the core library.
 
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <functional>
@@ -11,6 +12,8 @@
 
 #include <curl/curl.h>
 #include <malloc.h>
+#include <sys/prctl.h>
+#include <sysexits.h>
 
 #include "app/commands.hpp"
 #include "app/daemon.hpp"
@@ -40,6 +43,13 @@ Options:
   --debug           log every request
   --version         print the version and exit
   --help            print this help and exit
+
+Exit status:
+  0   done (--once, --discover), or the daemon was stopped (SIGTERM)
+  1   a sync or discovery failed; no session bus, or it went away
+  2   a bad command line
+  78  the configuration is missing or invalid, or has no such --account
+      (EX_CONFIG; the systemd unit does not restart davsyncd for it)
 )";
 
 struct Options {
@@ -115,7 +125,7 @@ int run_daemon(davsyncd::config::Config cfg, const davsyncd::fs::XdgDirs& xdg) {
         bus->requestName(bus::kBusName);
     } catch (const config::ConfigError& e) {
         log::error(e.what());
-        return 1;
+        return EX_CONFIG;
     } catch (const sdbus::Error& e) {
         log::error("cannot own ", bus::kBusName, " on the session bus (", e.getMessage(),
                    "); is another davsyncd running?");
@@ -131,6 +141,11 @@ int run_daemon(davsyncd::config::Config cfg, const davsyncd::fs::XdgDirs& xdg) {
 
 int main(int argc, char** argv) {
     using namespace davsyncd;
+    // The account passwords live in this process's memory: no core dump,
+    // and no ptrace or /proc/PID/mem by other processes of the user.
+    // Children (password_command) are dumpable again after their exec.
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) log::warning("cannot turn off core dumps: ", std::strerror(errno));
+
     Options opts;
     if (!parse_args(argc, argv, opts)) return 2;
 
@@ -149,14 +164,14 @@ int main(int argc, char** argv) {
         cfg = config::load(opts.config_path.empty() ? config::default_path(xdg) : std::filesystem::path(opts.config_path), xdg);
     } catch (const config::ConfigError& e) {
         log::error(e.what());
-        return 1;
+        return EX_CONFIG;  // a restart cannot help: systemd's RestartPreventExitStatus= knows it
     }
     if (!opts.account.empty()) {
         bool known = false;
         for (const auto& a : cfg.accounts) known |= a.id == opts.account;
         if (!known) {
             log::error("no account '", opts.account, "' in ", cfg.source.string());
-            return 1;
+            return EX_CONFIG;
         }
     }
 
