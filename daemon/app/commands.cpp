@@ -33,14 +33,16 @@ void print_table(const config::Account& account, const dav::DiscoveryResult& r, 
     out << "  push: " << (r.server_advertises_push ? "server announces webdav-push" : "not announced by server") << "\n";
     for (const auto& c : r.collections) {
         out << "  " << std::left << std::setw(12) << dav::to_string(c.kind) << std::setw(24)
-            << (c.display_name.empty() ? c.id : c.display_name) << url::redact(c.url) << "\n";
+            << (c.display_name.empty() ? c.id : c.display_name) << url::redact(c.url) << (c.read_only ? " read-only" : "")
+            << "\n";
         out << "      id=" << c.id;
         if (!c.color.empty()) out << " color=" << c.color;
         if (!c.components.empty()) {
             out << " components=";
             for (size_t i = 0; i < c.components.size(); ++i) out << (i ? "," : "") << c.components[i];
         }
-        out << " sync=" << (c.supports_sync_collection ? "sync-collection" : (c.ctag.empty() ? "etags" : "ctag"));
+        // Without sync-collection the engine compares the ctag, then lists etags.
+        out << " sync=" << (c.supports_sync_collection ? "sync-collection" : "etags");
         out << " push=" << (c.push.usable() ? "web-push" : "no") << "\n";
     }
 }

@@ -1,6 +1,7 @@
 #include "dav/discovery.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -11,14 +12,17 @@
 namespace davsyncd::dav {
 namespace {
 
-// Every property discovery and the sync engine want to know of a collection.
-// One Depth-1 PROPFIND on a home returns them for all its collections.
+// What discovery needs to know of a collection, and nothing more: one
+// Depth-1 PROPFIND on a home returns it for all its collections. The
+// sync-token and the ctag are left out on purpose: Radicale computes each
+// from every item (over a second for 10 000), and the sync engine reads the
+// token itself when it syncs (RemoteCollection::current_token).
 constexpr const char* kCollectionPropfind =
     R"(<?xml version="1.0" encoding="utf-8"?>)"
     R"(<D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:CR="urn:ietf:params:xml:ns:carddav")"
-    R"( xmlns:CS="http://calendarserver.org/ns/" xmlns:A="http://apple.com/ns/ical/" xmlns:P="https://bitfire.at/webdav-push">)"
+    R"( xmlns:A="http://apple.com/ns/ical/" xmlns:P="https://bitfire.at/webdav-push">)"
     R"(<D:prop><D:resourcetype/><D:displayname/><A:calendar-color/><C:calendar-description/><CR:addressbook-description/>)"
-    R"(<C:supported-calendar-component-set/><D:supported-report-set/><D:sync-token/><CS:getctag/>)"
+    R"(<C:supported-calendar-component-set/><D:supported-report-set/><D:current-user-privilege-set/>)"
     R"(<P:transports/><P:topic/><P:supported-triggers/></D:prop></D:propfind>)";
 
 constexpr const char* kPrincipalPropfind =
@@ -26,33 +30,123 @@ constexpr const char* kPrincipalPropfind =
     R"(<D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:CR="urn:ietf:params:xml:ns:carddav">)"
     R"(<D:prop><D:current-user-principal/><D:resourcetype/><C:calendar-home-set/><CR:addressbook-home-set/></D:prop></D:propfind>)";
 
-std::string describe_status(const std::string& url, long status) {
-    if (status == 401) return cat(url::redact(url), ": authentication failed (HTTP 401): check username and password");
-    if (status == 403) return cat(url::redact(url), ": access denied (HTTP 403)");
-    return cat(url::redact(url), ": unexpected HTTP status ", status);
+// "HTTP 403: Access to the requested resource forbidden.", "HTTP 200 with
+// an HTML page: Baïkal Server": the status and what the server said with it.
+std::string describe_answer(const Response& r) {
+    std::string type = r.header("content-type").value_or("");
+    std::string reason = xml::server_reason(type, r.body);
+    std::string lower = type;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    bool html = lower.find("html") != std::string::npos;
+    return cat("HTTP ", r.status, html ? " with an HTML page" : "", reason.empty() ? "" : ": ", reason);
 }
 
-// PROPFIND that must answer 207; anything else is a DiscoveryError, except
-// 404/405, which mean "not here" and give nullopt.
+std::string describe_status(const std::string& url, const Response& r) {
+    std::string redacted = url::redact(url);
+    if (r.status == 401) return cat(redacted, ": authentication failed (HTTP 401): check username and password");
+    if (r.status == 403) return cat(redacted, ": access denied (", describe_answer(r), ")");
+    return cat(redacted, ": unexpected answer (", describe_answer(r), ")");
+}
+
+// A multistatus and the URL it answered for.
 struct Found {
     std::string request_url;  // after redirects: hrefs resolve against this
     std::unique_ptr<xml::Document> doc;
     xml::Multistatus ms;
 };
 
-std::optional<Found> propfind(HttpClient& http, const std::string& target, const char* depth, const char* body) {
-    Response r = http.send(Request::propfind(target, depth, body));
-    if (r.status == 404 || r.status == 405 || r.status == 501) return std::nullopt;
-    if (r.status != 207) throw RemoteError(describe_status(target, r.status), r.status, r.retry_after());
+// Parses a 207; nullopt (with the reason in `why`) when it is no multistatus.
+std::optional<Found> read_multistatus(const std::string& target, const Response& r, std::string& why) {
     Found f;
     f.request_url = r.effective_url.empty() ? target : r.effective_url;
     try {
         f.doc = std::make_unique<xml::Document>(r.body);
         f.ms = xml::parse_multistatus(*f.doc);
     } catch (const xml::XmlError& e) {
-        throw DiscoveryError(cat(url::redact(f.request_url), ": ", e.what()));
+        why = cat(url::redact(f.request_url), ": ", e.what());
+        return std::nullopt;
     }
     return f;
+}
+
+// PROPFIND on a URL discovery already trusts (a principal, a home): it must
+// answer 207. 404/405/501 mean "not here" and give nullopt; anything else
+// is a RemoteError, a malformed body a DiscoveryError.
+std::optional<Found> propfind(HttpClient& http, const std::string& target, const char* depth, const char* body) {
+    Response r = http.send(Request::propfind(target, depth, body));
+    if (r.status == 404 || r.status == 405 || r.status == 501) return std::nullopt;
+    if (r.status != 207) throw RemoteError(describe_status(target, r), r.status, r.retry_after());
+    std::string why;
+    auto f = read_multistatus(target, r, why);
+    if (!f) throw DiscoveryError(why);
+    return f;
+}
+
+// One URL asked for the principal while looking for the service, and what
+// it answered: when none leads anywhere, the error lists them all.
+struct Attempt {
+    std::string url;
+    std::string final_url;  // after redirects, when it differs
+    long status = 0;
+    std::string answer;     // empty when it was a usable multistatus
+    std::optional<std::chrono::seconds> retry_after;
+};
+
+struct Probe {
+    std::optional<Found> found;
+    Attempt attempt;
+};
+
+// Asks `target` for the principal. Any answer but a readable multistatus is
+// recorded, not thrown: users paste server roots that serve a web page,
+// login forms, and paths that only redirect (RFC 6764 §6 says go on).
+Probe probe(HttpClient& http, const std::string& target) {
+    Response r = http.send(Request::propfind(target, "0", kPrincipalPropfind));
+    Probe p;
+    p.attempt.url = target;
+    if (!r.effective_url.empty() && r.effective_url != target) p.attempt.final_url = r.effective_url;
+    p.attempt.status = r.status;
+    p.attempt.retry_after = r.retry_after();
+    if (r.status != 207) {
+        p.attempt.answer = describe_answer(r);
+        return p;
+    }
+    std::string why;
+    p.found = read_multistatus(target, r, why);
+    if (!p.found) p.attempt.answer = cat("HTTP 207 but ", why);
+    return p;
+}
+
+std::string describe(const std::vector<Attempt>& tried) {
+    std::string out;
+    for (const auto& a : tried) {
+        if (!out.empty()) out += "; ";
+        out += url::redact(a.url);
+        if (!a.final_url.empty()) out += cat(" -> ", url::redact(a.final_url));
+        out += cat(" (", a.answer.empty() ? "WebDAV, but no principal" : a.answer, ")");
+    }
+    return out;
+}
+
+// No URL led to a service. A refused password must stay recognisable (the
+// scheduler stops retrying until the configuration changes), and a server
+// that is down must stay retryable, with its Retry-After.
+[[noreturn]] void nothing_found(const std::string& account_url, const std::vector<Attempt>& tried) {
+    const Attempt* transient = nullptr;
+    bool refused = false;
+    for (const auto& a : tried) {
+        refused = refused || a.status == 401;
+        if ((a.status >= 500 || a.status == 429) && (!transient || (a.retry_after && !transient->retry_after)))
+            transient = &a;
+    }
+    std::string where = url::redact(account_url);
+    if (refused && !transient)
+        throw RemoteError(cat(where, ": authentication failed (HTTP 401): check username and password; tried ",
+                              describe(tried)),
+                          401, std::nullopt);
+    std::string what = cat(where, ": no CalDAV or CardDAV service found; tried ", describe(tried));
+    if (transient) throw RemoteError(what, transient->status, transient->retry_after);
+    throw DiscoveryError(what);
 }
 
 // Resolves an href from a response against the URL it came from, refusing
@@ -108,6 +202,25 @@ PushSupport parse_push(const xml::Response& resp) {
     return push;
 }
 
+// Whether a DAV:current-user-privilege-set lets us change the members.
+// DAV:write aggregates write-content and bind (RFC 3744 §3.12), DAV:all
+// everything; write-properties alone (Nextcloud's birthday calendar) only
+// lets us recolour the collection.
+bool grants_write(const xml::Element* set) {
+    for (const auto* privilege : xml::children(set, xml::kDav, "privilege"))
+        for (const auto* p : xml::elements(privilege)) {
+            if (xml::namespace_of(p) != xml::kDav) continue;
+            std::string_view name = xml::local_name(p);
+            if (name == "write" || name == "write-content" || name == "bind" || name == "all") return true;
+        }
+    return false;
+}
+
+bool is_collection_of_items(const xml::Response& resp) {
+    const auto* rt = resp.find_prop(xml::kDav, "resourcetype");
+    return has_child(rt, xml::kCalDav, "calendar") || has_child(rt, xml::kCardDav, "addressbook");
+}
+
 // A calendar or address book from one multistatus response; nullopt for
 // anything else (plain folders, items, principals).
 std::optional<CollectionInfo> parse_collection(const xml::Response& resp, const std::string& base) {
@@ -135,8 +248,8 @@ std::optional<CollectionInfo> parse_collection(const xml::Response& resp, const 
             const auto* report = xml::child(sr, xml::kDav, "report");
             if (has_child(report ? report : sr, xml::kDav, "sync-collection")) c.supports_sync_collection = true;
         }
-    if (auto* e = resp.find_prop(xml::kDav, "sync-token")) c.sync_token = SyncToken(xml::text(e, 4096));
-    if (auto* e = resp.find_prop(xml::kCalServer, "getctag")) c.ctag = CTag(xml::text(e, 4096));
+    // Servers without RFC 3744 leave the property out: then the owner writes.
+    if (auto* set = resp.find_prop(xml::kDav, "current-user-privilege-set")) c.read_only = !grants_write(set);
     c.push = parse_push(resp);
 
     if (is_addressbook) {
@@ -163,6 +276,44 @@ void add_unique(std::vector<std::string>& v, const std::vector<std::string>& mor
         if (std::find(v.begin(), v.end(), m) == v.end()) v.push_back(m);
 }
 
+void add_homes(const Found& f, DiscoveryResult& result) {
+    for (const auto& resp : f.ms.responses) {
+        add_unique(result.calendar_homes, hrefs_in(resp.find_prop(xml::kCalDav, "calendar-home-set"), f.request_url));
+        add_unique(result.addressbook_homes, hrefs_in(resp.find_prop(xml::kCardDav, "addressbook-home-set"), f.request_url));
+    }
+}
+
+// Where discovery goes on from: the principal, and the first URL that
+// answered WebDAV (a home or a collection when no principal is named).
+struct Entry {
+    std::optional<std::string> principal;
+    std::optional<Found> dav;
+};
+
+// The URL the user gave, then the well-known URIs (RFC 6764 §6), which
+// redirect to the service's context path (Baïkal's /dav.php/, Nextcloud's
+// /remote.php/dav/), whatever the first answered: a web page, a login
+// form, 404, 500. Throws, naming every URL tried, when none speaks WebDAV.
+Entry find_entry(HttpClient& http, const url::Url& base, const std::string& account_url) {
+    std::vector<Attempt> tried;
+    Entry entry;
+    auto consider = [&](Probe p) {
+        if (!p.attempt.answer.empty())
+            log::debug(url::redact(p.attempt.url), ": ", p.attempt.answer, "; looking further");
+        tried.push_back(std::move(p.attempt));
+        if (!p.found) return;
+        if (!entry.principal) entry.principal = principal_from(*p.found);
+        if (!entry.dav) entry.dav = std::move(p.found);
+    };
+    consider(probe(http, account_url));
+    for (const char* wk : {"/.well-known/caldav", "/.well-known/carddav"}) {
+        if (entry.principal) break;
+        consider(probe(http, base.origin() + wk));
+    }
+    if (!entry.principal && !entry.dav) nothing_found(account_url, tried);
+    return entry;
+}
+
 }  // namespace
 
 const char* to_string(CollectionKind k) {
@@ -186,54 +337,60 @@ DiscoveryResult discover(HttpClient& http, const std::string& account_url) {
     if (!base) throw DiscoveryError(cat("not an http(s) URL: ", url::redact(account_url)));
     DiscoveryResult result;
 
-    // 1. The principal: asked of the configured URL, then of the well-known
-    //    URIs (RFC 6764 §6), which redirect to the service's context path.
-    auto first = propfind(http, account_url, "0", kPrincipalPropfind);
-    std::optional<std::string> principal = first ? principal_from(*first) : std::nullopt;
-    for (const char* wk : {"/.well-known/caldav", "/.well-known/carddav"}) {
-        if (principal) break;
-        if (auto f = propfind(http, base->origin() + wk, "0", kPrincipalPropfind)) principal = principal_from(*f);
-    }
+    // 1. Where the service is: the principal, or at least a URL that speaks WebDAV.
+    Entry entry = find_entry(http, *base, account_url);
 
-    // 2. The homes, from the principal; without one, the URL is the home.
-    if (principal) {
-        result.principal_url = *principal;
-        log::debug("principal: ", url::redact(*principal));
-        if (auto f = propfind(http, *principal, "0", kPrincipalPropfind)) {
-            for (const auto& resp : f->ms.responses) {
-                add_unique(result.calendar_homes, hrefs_in(resp.find_prop(xml::kCalDav, "calendar-home-set"), f->request_url));
-                add_unique(result.addressbook_homes, hrefs_in(resp.find_prop(xml::kCardDav, "addressbook-home-set"), f->request_url));
-            }
-        }
+    // 2. The homes, from the principal, else from what that URL said of itself.
+    if (entry.principal) {
+        result.principal_url = *entry.principal;
+        log::debug("principal: ", url::redact(*entry.principal));
+        if (auto f = propfind(http, *entry.principal, "0", kPrincipalPropfind)) add_homes(*f, result);
+    } else {
+        add_homes(*entry.dav, result);
     }
     std::vector<std::string> homes = result.calendar_homes;
     add_unique(homes, result.addressbook_homes);
-    if (homes.empty()) homes.push_back(base->str());
 
-    // 3. The collections: one Depth-1 PROPFIND per home.
+    // 3. The collections: one Depth-1 PROPFIND per home. Without a home, the
+    //    URL that answered is itself a collection (read alone: Depth 1 would
+    //    list every item in it) or holds collections.
     std::set<std::string> seen;
+    auto keep = [&](std::optional<CollectionInfo> c) {
+        if (c && seen.insert(c->url).second) result.collections.push_back(std::move(*c));
+    };
+    std::string options_url;
+    if (homes.empty()) {
+        options_url = entry.dav ? entry.dav->request_url : *entry.principal;
+        bool is_collection = entry.dav && std::any_of(entry.dav->ms.responses.begin(), entry.dav->ms.responses.end(),
+                                                      is_collection_of_items);
+        if (is_collection) keep(read_collection(http, options_url));
+        else homes.push_back(options_url);
+    } else {
+        options_url = homes.front();
+    }
     for (const auto& home : homes) {
         auto f = propfind(http, home, "1", kCollectionPropfind);
         if (!f) {
             log::warning(url::redact(home), ": home not found");
             continue;
         }
-        for (const auto& resp : f->ms.responses) {
-            auto c = parse_collection(resp, f->request_url);
-            if (c && seen.insert(c->url).second) result.collections.push_back(std::move(*c));
-        }
+        for (const auto& resp : f->ms.responses) keep(parse_collection(resp, f->request_url));
     }
 
-    // The DAV header of the first home tells whether the server speaks
-    // WebDAV-Push at all (informational: not every server announces it).
-    Response opt = http.send(Request::options(homes.front()));
+    // The DAV header tells whether the server speaks WebDAV-Push at all
+    // (informational: not every server announces it).
+    Response opt = http.send(Request::options(options_url));
     if (auto dav = opt.header("dav"); dav && dav->find("webdav-push") != std::string::npos)
         result.server_advertises_push = true;
 
     std::sort(result.collections.begin(), result.collections.end(),
               [](const CollectionInfo& a, const CollectionInfo& b) { return a.url < b.url; });
-    if (result.collections.empty())
-        throw DiscoveryError(cat(url::redact(account_url), ": no calendars or address books found"));
+    if (result.collections.empty()) {
+        std::string searched;
+        for (const auto& h : homes) searched += cat(searched.empty() ? "" : ", ", url::redact(h));
+        throw DiscoveryError(cat(url::redact(account_url), ": no calendars or address books found",
+                                 searched.empty() ? "" : " in ", searched));
+    }
     return result;
 }
 
@@ -260,8 +417,6 @@ nlohmann::json to_json(const CollectionInfo& c) {
         {"components", c.components},
         {"sync_collection", c.supports_sync_collection},
         {"read_only", c.read_only},
-        {"sync_token", c.sync_token.str()},
-        {"ctag", c.ctag.str()},
         {"push",
          {{"web_push", c.push.web_push},
           {"vapid_public_key", c.push.vapid_public_key},
@@ -296,8 +451,8 @@ CollectionInfo collection_from_json(const nlohmann::json& j) {
     c.components = j.value("components", std::vector<std::string>{});
     c.supports_sync_collection = j.value("sync_collection", false);
     c.read_only = j.value("read_only", false);
-    c.sync_token = SyncToken(j.value("sync_token", ""));
-    c.ctag = CTag(j.value("ctag", ""));
+    // Caches written before discovery stopped reading them also hold
+    // "sync_token" and "ctag": stale copies, ignored.
     if (auto p = j.find("push"); p != j.end() && p->is_object()) {
         c.push.web_push = p->value("web_push", false);
         c.push.vapid_public_key = p->value("vapid_public_key", "");

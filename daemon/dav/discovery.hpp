@@ -1,15 +1,19 @@
-// Account discovery: from the configured URL (a collection home, a principal
-// or just the server) to the list of calendars and address books, with the
+// Account discovery: from the URL a user pastes (the server, a service root
+// such as /remote.php/dav or /dav.php, a principal, a home or one
+// collection) to the list of calendars and address books, with the
 // properties the sync engine and the push code need.
 //
 // Steps (RFC 6764 §6, RFC 4791 §6.2.1, RFC 6352 §7.1.1):
 //   1. PROPFIND current-user-principal on the configured URL, then on
-//      /.well-known/caldav and /.well-known/carddav (redirects followed).
+//      /.well-known/caldav and /.well-known/carddav (redirects followed),
+//      whatever the configured URL answered (a web page, 401, 404, 500).
 //   2. PROPFIND calendar-home-set and addressbook-home-set on the principal.
 //   3. PROPFIND Depth 1 on each home: resourcetype, displayname, colour,
-//      supported components, supported-report-set, sync-token, getctag and
-//      the WebDAV-Push properties.
-// When no principal is found the configured URL itself is treated as a home.
+//      supported components, supported-report-set, current-user-privilege-set
+//      and the WebDAV-Push properties. Not the sync-token or the ctag: the
+//      sync engine reads those when it syncs.
+// When no principal is found, the URL that answered WebDAV is the home, or
+// the one collection when it is a calendar or address book itself.
 //
 // Thread affinity: whoever owns the HttpClient.
 #pragma once
@@ -52,8 +56,6 @@ struct CollectionInfo {
     // DAV:current-user-privilege-set (RFC 3744) grants no write privilege:
     // shared calendars, subscriptions, Nextcloud's birthday calendar.
     bool read_only = false;
-    SyncToken sync_token;
-    CTag ctag;
     PushSupport push;
 };
 
@@ -69,10 +71,13 @@ struct DiscoveryError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// Throws RemoteError for a refused request (401: authentication failed) and
-// DiscoveryError when nothing usable was found or a response was malformed,
-// both naming the URL. Hrefs that point to another origin than the account's are skipped
-// with a warning.
+// Throws RemoteError for a refused request and DiscoveryError when nothing
+// usable was found or a response was malformed, both naming the URL. When no
+// URL tried speaks WebDAV, the error lists each with its answer; it is a
+// RemoteError with status 401 (authentication failed) when one of them
+// refused the credentials and none was down, a RemoteError with the 5xx/429
+// status (and Retry-After) when one was down. Hrefs that point to another
+// origin than the account's are skipped with a warning.
 DiscoveryResult discover(HttpClient& http, const std::string& account_url);
 
 // Reads the collection properties (Depth 0) of one known collection, e.g.
