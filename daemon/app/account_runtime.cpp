@@ -32,6 +32,8 @@ struct AccountRuntime::JobResult {
     std::unique_ptr<dav::HttpClient> new_http;  // made by the job when none was lent
     std::optional<std::vector<sync::PlannedCollection>> plans;
     std::map<std::string, sync::SyncReport> reports;  // by folder
+    std::map<std::string, uint32_t> local_counts;      // by folder, for collections that failed
+    std::vector<sync::RemovedCollection> removed;       // gone from the server, moved aside
     push::Subscriptions subscriptions;
     push::MaintainResult maintenance;
 };
@@ -207,21 +209,19 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
     JobResult r;
     r.subscriptions = in.subscriptions;
     r.id = request.id;
-    bool failed = false;
+    std::set<std::string> failed;  // folders whose sync failed
     try {
         if (!http) {
             r.new_http = make_client_ptr(account);  // runs password_command: never on the main loop
             http = r.new_http.get();
         }
-        std::vector<dav::CollectionInfo> collections;
-        if (in.rediscover) {
-            // A push said collection properties or the server's push keys changed.
-            auto result = dav::discover(*http, account.url);
-            sync::store_discovery(result, account, state_dir);
-            collections = result.collections;
-        } else {
-            collections = sync::cached_or_discovered(*http, account, state_dir, kDiscoveryMaxAge);
-        }
+        // A user's Sync() and a poll look for collections created, shared or
+        // deleted on the server meanwhile; so does a push about properties.
+        bool look_again = in.rediscover || (request.reasons & (account::Reason::user | account::Reason::interval));
+        auto found = look_again ? sync::rediscover(*http, account, state_dir)
+                                : sync::cached_or_rediscovered(*http, account, state_dir, kDiscoveryMaxAge);
+        r.removed = std::move(found.removed);
+        auto& collections = found.collections;
         auto plans = sync::plan_collections(account, state_dir, collections);
         // Subscriptions first, so that our own writes below already carry
         // Push-Dont-Notify and changes by others during the sync are pushed.
@@ -229,6 +229,7 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
         http->set_write_decorator(push::dont_notify_decorator(r.subscriptions));
         // Only a folder event asked: a scan that finds nothing costs no request.
         bool local_only = request.reasons == account::Reason::local_change;
+        bool collection_gone = false;
         for (const auto& plan : plans) {
             if (!request.collections.empty() && !request.collections.contains(plan.folder)) continue;
             try {
@@ -245,22 +246,37 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
                 r.reports[plan.folder] = std::move(report);
             } catch (const dav::RemoteError& e) {
                 if (e.auth_failed()) throw;
+                collection_gone |= e.status == 404 || e.status == 410;
                 log::error(plan.label, ": sync failed: ", e.what());
                 r.summary.push_back(cat(plan.label, ": FAILED: ", e.what()));
                 r.error = e.what();
                 r.outcome.retry_after = e.retry_after;
-                failed = true;
+                failed.insert(plan.folder);
             } catch (const sync::Cancelled&) {
                 throw;
             } catch (const std::exception& e) {
                 log::error(plan.label, ": sync failed: ", e.what());
                 r.summary.push_back(cat(plan.label, ": FAILED: ", e.what()));
                 r.error = e.what();
-                failed = true;
+                failed.insert(plan.folder);
+            }
+        }
+        for (const auto& plan : plans)
+            if (failed.contains(plan.folder)) r.local_counts[plan.folder] = static_cast<uint32_t>(sync::count_local_items(plan));
+        if (collection_gone && !found.discovered) {
+            // A collection answered 404/410: deleted or unshared on the server.
+            // Look now rather than failing every sync until the next discovery.
+            log::info("account '", account.id, "': a collection is gone from the server; discovering again");
+            auto again = sync::rediscover(*http, account, state_dir);
+            plans = sync::plan_collections(account, state_dir, again.collections);
+            // Its failure was the collection's going, not the account's.
+            for (auto& gone : again.removed) {
+                failed.erase(gone.folder);
+                r.removed.push_back(std::move(gone));
             }
         }
         r.plans = std::move(plans);
-        r.outcome.kind = failed ? account::SyncOutcome::Kind::error : account::SyncOutcome::Kind::ok;
+        r.outcome.kind = failed.empty() ? account::SyncOutcome::Kind::ok : account::SyncOutcome::Kind::error;
     } catch (const sync::Cancelled& e) {
         r.outcome.kind = account::SyncOutcome::Kind::cancelled;
         r.error = e.what();
@@ -307,6 +323,9 @@ void AccountRuntime::finish_job(JobResult r) {
         if (!r.maintenance.errors.empty()) set_push_state("failed");
         else if (any && all) set_push_state("active");
     }
+    for (const auto& [folder, count] : r.local_counts)
+        if (auto it = collections_.find(folder); it != collections_.end()) it->second.items = count;
+    for (const auto& gone : r.removed) object_->collection_removed(gone.id, gone.folder, gone.kept_at.string());
     for (auto& [folder, report] : r.reports) {
         auto it = collections_.find(folder);
         if (it == collections_.end()) continue;

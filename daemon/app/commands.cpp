@@ -82,18 +82,24 @@ int sync_once(const config::Config& cfg, const std::string& only_account, bool f
         try {
             auto http = make_client_ptr(account);
             auto state_dir = account_state_dir(cfg, account);
-            auto collections = sync::cached_or_discovered(*http, account, state_dir, kDiscoveryMaxAge);
-            for (const auto& plan : sync::plan_collections(account, state_dir, collections)) {
+            auto found = sync::cached_or_rediscovered(*http, account, state_dir, kDiscoveryMaxAge);
+            bool collection_gone = false;
+            for (const auto& plan : sync::plan_collections(account, state_dir, found.collections)) {
                 try {
                     auto report = sync::sync_collection(*http, plan, account, {.force_delete = force_delete});
                     out << sync::summary(plan.label, report) << std::endl;
                     if (report.refused_mass_deletion) status = 1;
                 } catch (const std::exception& e) {
+                    if (auto* remote = dynamic_cast<const dav::RemoteError*>(&e))
+                        collection_gone |= remote->status == 404 || remote->status == 410;
                     log::error(plan.label, ": sync failed: ", e.what());
                     out << plan.label << ": FAILED: " << e.what() << std::endl;
                     status = 1;
                 }
             }
+            // Deleted or unshared since the cached discovery: find out now, so
+            // that its folder is set aside and the next run does not fail on it.
+            if (collection_gone && !found.discovered) sync::rediscover(*http, account, state_dir);
         } catch (const std::exception& e) {
             log::error("account '", account.id, "': ", e.what());
             status = 1;

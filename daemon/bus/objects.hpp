@@ -105,6 +105,9 @@ public:
     void sync_finished(uint64_t id, const std::string& result, const std::string& summary) {
         emit_quietly([&] { emitSyncFinished(id, result, summary); });
     }
+    void collection_removed(const std::string& id, const std::string& folder, const std::string& kept_at) {
+        emit_quietly([&] { emitCollectionRemoved(id, folder, kept_at); });
+    }
 
 private:
     void Sync() override { on_sync_(); }

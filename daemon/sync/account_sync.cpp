@@ -1,5 +1,6 @@
 #include "sync/account_sync.hpp"
 
+#include <ctime>
 #include <map>
 #include <set>
 
@@ -99,16 +100,76 @@ std::optional<std::vector<dav::CollectionInfo>> load_discovery(const std::filesy
     }
 }
 
-std::vector<dav::CollectionInfo> cached_or_discovered(dav::HttpClient& http, const config::Account& account,
-                                                      const std::filesystem::path& account_state_dir,
-                                                      std::chrono::seconds max_age) {
+namespace {
+
+std::string utc_stamp() {
+    std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+    return buf;
+}
+
+// Moves a vanished collection's folder and state out of the way: under the
+// account's state folder when it is on the same file system, else beside
+// the folder as a hidden ".removed-…" folder (readers skip hidden folders).
+std::filesystem::path set_aside(const PlannedCollection& plan, const std::filesystem::path& account_state_dir) {
+    const auto name = cat(plan.folder, "-", utc_stamp());
+    const auto aside = account_state_dir / "removed" / name;
+    fs::make_dirs(aside, 0700);
+    auto kept = aside / "items";
+    std::error_code ec;
+    if (std::filesystem::exists(plan.local_dir, ec)) {
+        std::filesystem::rename(plan.local_dir, kept, ec);
+        if (ec) {  // another file system (local_root elsewhere): mark it in place instead
+            kept = plan.local_dir.parent_path() / cat(".removed-", name);
+            std::filesystem::rename(plan.local_dir, kept, ec);
+            if (ec) throw fs::IoError(cat("cannot move ", plan.local_dir.string(), " aside: ", ec.message()));
+        }
+    }
+    for (const char* suffix : {"", ".uploads", ".journal"}) {
+        auto from = plan.state_file;
+        from += suffix;
+        std::filesystem::rename(from, aside / cat("state.json", suffix), ec);
+    }
+    return kept;
+}
+
+}  // namespace
+
+AccountCollections rediscover(dav::HttpClient& http, const config::Account& account,
+                              const std::filesystem::path& account_state_dir) {
+    auto before = load_discovery(account_state_dir);
+    auto result = dav::discover(http, account.url);
+    store_discovery(result, account, account_state_dir);
+    AccountCollections out{result.collections, {}, true};
+    if (!before) return out;
+    std::set<std::string> now;
+    for (const auto& c : result.collections) now.insert(c.url);
+    for (const auto& plan : plan_collections(account, account_state_dir, *before)) {
+        if (now.contains(plan.info.url)) continue;
+        auto kept = set_aside(plan, account_state_dir);
+        log::warning(plan.label, ": the collection is gone from the server; its folder was moved to ", kept.string());
+        out.removed.push_back({plan.folder, plan.info.id, kept});
+    }
+    return out;
+}
+
+AccountCollections cached_or_rediscovered(dav::HttpClient& http, const config::Account& account,
+                                          const std::filesystem::path& account_state_dir,
+                                          std::chrono::seconds max_age) {
     std::error_code ec;
     auto mtime = std::filesystem::last_write_time(account_state_dir / "collections.json", ec);
     if (!ec && std::filesystem::file_time_type::clock::now() - mtime < max_age)
-        if (auto known = load_discovery(account_state_dir)) return *known;
-    auto result = dav::discover(http, account.url);
-    store_discovery(result, account, account_state_dir);
-    return result.collections;
+        if (auto known = load_discovery(account_state_dir)) return {*known, {}, false};
+    return rediscover(http, account, account_state_dir);
+}
+
+size_t count_local_items(const PlannedCollection& plan) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(plan.local_dir, ec)) return 0;
+    return VdirStore(plan.local_dir, plan.format).list().size();
 }
 
 SyncReport sync_collection(dav::HttpClient& http, const PlannedCollection& plan, const config::Account& account,

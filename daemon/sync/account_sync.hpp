@@ -37,11 +37,32 @@ std::vector<PlannedCollection> plan_collections(const config::Account& account,
                                                 const std::filesystem::path& account_state_dir,
                                                 const std::vector<dav::CollectionInfo>& collections);
 
+// A synced collection the server no longer lists. Nothing of it is
+// deleted: its folder and state were moved to `kept_at`.
+struct RemovedCollection {
+    std::string folder;              // its folder name (and Collection1 object)
+    std::string id;                  // its id on the server
+    std::filesystem::path kept_at;   // where the folder went
+};
+
+struct AccountCollections {
+    std::vector<dav::CollectionInfo> collections;
+    std::vector<RemovedCollection> removed;
+    bool discovered = false;         // false: from the cache, no request made
+};
+
+// Discovers the account's collections (always), stores the result, and moves
+// aside the folder and state of every collection of the previous discovery
+// that the server no longer lists, with one log line each.
+AccountCollections rediscover(dav::HttpClient& http, const config::Account& account,
+                              const std::filesystem::path& account_state_dir);
+
 // The account's collections from <account state>/collections.json when it is
-// younger than max_age, else from a fresh discovery (which is then stored).
-std::vector<dav::CollectionInfo> cached_or_discovered(dav::HttpClient& http, const config::Account& account,
-                                                      const std::filesystem::path& account_state_dir,
-                                                      std::chrono::seconds max_age);
+// younger than max_age, else rediscover().
+AccountCollections cached_or_rediscovered(dav::HttpClient& http, const config::Account& account,
+                                          const std::filesystem::path& account_state_dir,
+                                          std::chrono::seconds max_age);
+
 // The stored collections.json, whatever its age; nullopt when there is none
 // or it cannot be read. No network.
 std::optional<std::vector<dav::CollectionInfo>> load_discovery(const std::filesystem::path& account_state_dir);
@@ -55,6 +76,10 @@ struct RunFlags {
     bool local_trigger_only = false;
     const std::atomic<bool>* cancel = nullptr;
 };
+
+// Item files in a collection's folder, whatever its state (a failing
+// collection still shows what the user has).
+size_t count_local_items(const PlannedCollection& plan);
 
 // Syncs one planned collection over `http`.
 SyncReport sync_collection(dav::HttpClient& http, const PlannedCollection& plan, const config::Account& account,
