@@ -37,6 +37,8 @@ _LINE_RE = re.compile(
     r"^(?P<label>[^\s:]+(?:/[^\s:]+)?): (?P<down>\d+) down, (?P<up>\d+) up, "
     r"(?P<deleted_here>\d+) deleted here, (?P<deleted_server>\d+) deleted on server, "
     r"(?P<conflicts>\d+) conflicts, (?P<requests>\d+) requests, (?P<seconds>\d+(?:\.\d+)?) s"
+    r"(?:, (?P<refused_items>\d+) refused by the server)?"
+    r"(?:, (?P<waiting>\d+) waiting to upload)?"
     r"(?:, (?P<skipped>\d+) skipped)?"
     r"(?: -- REFUSED: (?P<refused>.+))?$")
 
@@ -52,8 +54,10 @@ class SyncLine:
     requests: int
     seconds: float
     skipped: int
-    refused: Optional[str]
+    refused: Optional[str]     # why a mass deletion was refused
     text: str
+    refused_items: int = 0     # local changes the server refused this sync
+    waiting: int = 0           # local changes waiting to be sent again
 
     @property
     def transfers(self) -> int:
@@ -80,7 +84,8 @@ def parse_sync_lines(stdout: str) -> dict[str, SyncLine]:
                         deleted_server=int(d["deleted_server"]),
                         conflicts=int(d["conflicts"]), requests=int(d["requests"]),
                         seconds=float(d["seconds"]), skipped=int(d["skipped"] or 0),
-                        refused=d["refused"], text=raw)
+                        refused=d["refused"], text=raw,
+                        refused_items=int(d["refused_items"] or 0), waiting=int(d["waiting"] or 0))
         if line.label in out:
             raise AssertionError(f"two lines for {line.label!r}:\n{stdout}")
         out[line.label] = line
@@ -153,17 +158,27 @@ class ConflictCopy:
 def conflict_copies(env, account: str, folder: str) -> list[ConflictCopy]:
     """Every file in the conflicts folder, named <UTCSTAMP>-<local|server>-<file>
     (anything between the stamp and the side, such as a counter that keeps
-    names unique, is tolerated); other names raise AssertionError."""
+    names unique, is tolerated); other names raise AssertionError. The
+    `<name>.reason` files beside refused versions are not copies (see
+    refusal_reason())."""
     d = conflicts_dir(env, account, folder)
     if not d.exists():
         return []
     out = []
     for p in sorted(d.iterdir()):
+        if p.name.endswith(".reason"):
+            continue
         m = _CONFLICT_RE.match(p.name)
         assert m, f"unexpected name in the conflicts folder: {p}"
         out.append(ConflictCopy(p, m["stamp"], m["side"], m["file"],
                                 p.read_bytes().decode("utf-8", errors="replace")))
     return out
+
+
+def refusal_reason(copy: ConflictCopy) -> Optional[str]:
+    """The server's reason written beside a refused version, None for a conflict."""
+    p = copy.path.with_name(copy.path.name + ".reason")
+    return p.read_text() if p.exists() else None
 
 
 def forget_discovery(env, account: str) -> None:
