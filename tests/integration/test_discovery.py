@@ -5,10 +5,12 @@ Contract (stdout, exit status 0):
   "addressbook_homes": [...], "server_advertises_push": false,
   "collections": [{"href": "/alice/work/", "url": "http://...", "id": "work",
      "displayname", "color", "description", "kind": "calendar"|"tasks"|"addressbook",
-     "components": [...], "sync_collection": true, "sync_token", "ctag",
+     "components": [...], "sync_collection": true, "read_only": false,
      "push": {"web_push": false, "vapid_public_key": "", "topic": "",
               "content_update_depth": null, "property_update_depth": null}}]}]}
 and the same account's result in $XDG_STATE_HOME/davsyncd/<account>/collections.json.
+No "sync_token" or "ctag": discovery does not ask for them (Radicale computes
+both from every item); the sync engine reads the token when it syncs.
 
 Discovery only reads, so each server is started and seeded once per module.
 """
@@ -23,7 +25,7 @@ import pytest
 
 from davtest import sampledata
 from davtest.daemon import DaemonEnv, account_for, parse_json_stdout
-from davtest.servers import Radicale, Xandikos
+from davtest.servers import OWNER_ONLY_RIGHTS, NS_DAV, Radicale, Xandikos, clark, read_only_rights
 
 
 # ---------- seeded servers, expected collections ----------
@@ -81,6 +83,28 @@ def seeded_xandikos(tmp_path_factory):
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def radicale_with_rights(tmp_path_factory):
+    """Radicale 3.1.8 with a `from_file` rights file: "holidays" is granted
+    "rR" (read only), everything else of alice's "rw" as with owner_only.
+    Seeded while alice may still write everywhere."""
+    srv = Radicale(tmp_path_factory.mktemp("radicale-rights"), rights=OWNER_ONLY_RIGHTS).start()
+    work = _seed_common(srv)
+    holidays = srv.make_calendar("holidays", "Holidays", "#FF0000", ("VEVENT",))
+    srv.put_item(holidays, sampledata.filename_event(9, "hol"), sampledata.make_event(9, "hol"))
+    contacts = srv.make_addressbook("contacts", "Contacts")
+    srv.set_rights(read_only_rights("holidays"))
+    srv.expected = {
+        work: dict(id="work", kind="calendar", displayname="Work", color="#1E90FF",
+                   components={"VEVENT"}, description="Work things"),
+        holidays: dict(id="holidays", kind="calendar", displayname="Holidays", color="#FF0000",
+                       components={"VEVENT"}, read_only=True),
+        contacts: dict(id="contacts", kind="addressbook", displayname="Contacts", components=set()),
+    }
+    yield srv
+    srv.stop()
+
+
 # ---------- helpers ----------
 
 def _abs(srv, href_or_url: str) -> str:
@@ -133,10 +157,9 @@ def _check_account(srv, acc: dict, account_id: str) -> None:
         assert isinstance(col["components"], list), where
         assert set(col["components"]) == exp["components"], where
         assert col["sync_collection"] is True, where
-        assert isinstance(col["sync_token"], str) and col["sync_token"], where
-        # Nothing changed since seeding: the token is the server's current one.
-        assert col["sync_token"] == server_view[href]["sync_token"], where
-        assert isinstance(col["ctag"], str), where
+        assert col["read_only"] is exp.get("read_only", False), where
+        assert "sync_token" not in col and "ctag" not in col, where
+        assert server_view[href]["kind"] == col["kind"].replace("tasks", "calendar"), where
         push = col["push"]
         assert push["web_push"] is False, where
         assert push["vapid_public_key"] == "" and push["topic"] == "", where
@@ -153,7 +176,7 @@ def _check_state_file(env: DaemonEnv, acc: dict) -> None:
     assert sorted(c["href"] for c in cols) == sorted(c["href"] for c in acc["collections"])
     by_href = {c["href"]: c for c in cols}
     for c in acc["collections"]:
-        for key in ("kind", "displayname", "sync_token", "url"):
+        for key in ("kind", "displayname", "read_only", "url"):
             assert by_href[c["href"]][key] == c[key], (c["href"], key)
 
 
@@ -236,6 +259,79 @@ def test_wrong_password_fails_without_leaking_it(seeded_radicale, daemon_env):
     for stream in (res.stdout, res.stderr):
         assert wrong not in stream
         assert srv.password not in stream
+
+
+def test_radicale_from_a_path_it_refuses(seeded_radicale, daemon_env):
+    # Radicale answers 403 for a path outside alice's rights; discovery goes
+    # on to /.well-known/caldav, which Radicale redirects to its root.
+    srv = seeded_radicale
+    doc = _discover_json(daemon_env, [account_for(srv, "rad", url=srv.url("/nobody/here/"))])
+    _check_account(srv, doc["accounts"][0], "rad")
+
+
+def _privileges(srv, collection) -> set[str]:
+    ms = srv.propfind(collection, [clark(NS_DAV, "current-user-privilege-set")], depth=0)
+    (props,) = ms.values()
+    cups = props[clark(NS_DAV, "current-user-privilege-set")]
+    return {child.tag for privilege in cups for child in privilege}
+
+
+def test_radicale_rights_file_makes_a_read_only_calendar(radicale_with_rights, daemon_env):
+    srv = radicale_with_rights
+    holidays = "/alice/holidays/"
+    # What Radicale 3.1.8 really reports: read alone under "rR", and
+    # read, all, write, write-properties, write-content under "rw".
+    assert _privileges(srv, holidays) == {clark(NS_DAV, "read")}
+    assert _privileges(srv, "/alice/work/") == {clark(NS_DAV, p) for p in (
+        "read", "all", "write", "write-properties", "write-content")}
+    assert _privileges(srv, "/alice/contacts/") >= {clark(NS_DAV, "write")}
+    r = srv.request("PUT", srv.item_path(holidays, "new.ics"), body=sampledata.make_event(1, "hol"),
+                    headers={"Content-Type": "text/calendar"})
+    assert r.status_code == 403, (r.status_code, r.text)   # the server means it
+
+    doc = _discover_json(daemon_env, [account_for(srv, "ro", url=srv.base_url)])
+    acc = doc["accounts"][0]
+    _check_account(srv, acc, "ro")
+    _check_state_file(daemon_env, acc)
+    by_id = {c["id"]: c for c in acc["collections"]}
+    assert by_id["holidays"]["read_only"] is True
+    assert by_id["work"]["read_only"] is False
+    assert by_id["contacts"]["read_only"] is False
+
+    res = _discover(daemon_env, [account_for(srv, "ro", url=srv.base_url)])
+    assert res.returncode == 0, res.stderr
+    lines = {line.split()[1]: line for line in res.stdout.splitlines()
+             if line.startswith("  ") and not line.startswith("    ") and len(line.split()) > 2}
+    assert lines["Holidays"].endswith(" read-only"), res.stdout
+    assert "read-only" not in lines["Work"] and "read-only" not in lines["Contacts"], res.stdout
+    assert "sync=sync-collection" in res.stdout
+
+
+def test_nothing_there_names_every_url_tried(daemon_env, tmp_path):
+    # A plain web server (Python's) where a user pasted its URL: it answers
+    # PROPFIND with 501 on the URL and on both well-known URIs.
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: Quiet(*a, directory=str(tmp_path)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        cfg = daemon_env.write_config([{"id": "web", "url": base, "username": "alice", "password": "pw"}],
+                                      path=daemon_env.root / "config.json")
+        res = daemon_env.run("--config", cfg, "--discover", "--json")
+    finally:
+        httpd.shutdown()
+        thread.join()
+    assert res.returncode != 0, res.stdout
+    for url in (base, base + ".well-known/caldav", base + ".well-known/carddav"):
+        assert f"{url} (HTTP 501" in res.stderr, res.stderr
+    assert "no CalDAV or CardDAV service found" in res.stderr, res.stderr
 
 
 def test_missing_config_file_is_named(daemon_env, tmp_path):

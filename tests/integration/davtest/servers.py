@@ -527,6 +527,36 @@ def _esc(s: str) -> str:
             .replace('"', "&quot;"))
 
 
+# Radicale's owner_only rights written as a `from_file` rights file, to build
+# on: the root listable, the user's principal collection writable, and the
+# user's calendars and address books readable and writable. Sections are
+# tried in order; the first whose `user` and `collection` match decides.
+OWNER_ONLY_RIGHTS = """\
+[root]
+user: .+
+collection:
+permissions: R
+
+[principal]
+user: .+
+collection: {user}
+permissions: RW
+
+[collections]
+user: .+
+collection: {user}/[^/]+
+permissions: rw
+"""
+
+
+def read_only_rights(*collections: str) -> str:
+    """A rights file granting read only ("rR") on `collections` (names
+    under the user's principal, e.g. "holidays"), owner_only elsewhere."""
+    sections = "".join(f"[read-only-{i}]\nuser: .+\ncollection: {{user}}/{name}\npermissions: rR\n\n"
+                       for i, name in enumerate(collections))
+    return sections + OWNER_ONLY_RIGHTS
+
+
 class Radicale(DavServer):
     """Radicale 3.1.8 (Debian 12): htpasswd auth (plain), rights owner_only,
     filesystem storage under workdir/collections.
@@ -534,9 +564,33 @@ class Radicale(DavServer):
     Principal = calendar home = address-book home = /alice/ (home_url).
     The principal collection is created by Radicale on the first
     authenticated request. Failed logins are not delayed (auth delay 0).
+
+    `rights`: the text of a `from_file` rights file instead of owner_only
+    (see OWNER_ONLY_RIGHTS, read_only_rights()). Radicale 3.1.8 reads that
+    file on every request, so set_rights() changes it on a running server:
+    seed with write access, then take it away.
     """
 
     name = "radicale"
+
+    def __init__(self, workdir: Optional[os.PathLike | str] = None, *, rights: Optional[str] = None, **kwargs):
+        super().__init__(workdir, **kwargs)
+        self.rights = rights
+        self.rights_path = self.workdir / "rights"
+
+    def set_rights(self, text: str) -> None:
+        if self.rights is None:
+            raise ServerError("radicale: set_rights() needs a server started with rights=")
+        self.rights = text
+        tmp = self.rights_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.rights_path)   # never a half-written file for a request to read
+
+    def _rights_config(self) -> str:
+        if self.rights is None:
+            return "type = owner_only"
+        self.rights_path.write_text(self.rights)
+        return f"type = from_file\nfile = {self.rights_path}"
 
     def _prepare(self, port: int) -> None:
         self.storage_dir = self.workdir / "collections"
@@ -558,7 +612,7 @@ htpasswd_filename = {htpasswd}
 htpasswd_encryption = plain
 delay = 0
 [rights]
-type = owner_only
+{self._rights_config()}
 [storage]
 type = multifilesystem
 filesystem_folder = {self.storage_dir}
