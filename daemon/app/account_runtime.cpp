@@ -128,6 +128,9 @@ AccountRuntime::AccountRuntime(core::EventLoop& loop, sdbus::IConnection& bus, c
     // Collections known from an earlier run appear at once (no network here).
     if (auto known = sync::load_discovery(state_dir_)) {
         adopt_plans(sync::plan_collections(account_, state_dir_, *known));
+        // What the folders hold, until a sync says more: a server that is
+        // down at start must not make them look empty (one readdir each).
+        for (const auto& plan : plans_) collections_[plan.folder].items = static_cast<uint32_t>(sync::count_local_items(plan));
         register_for_push();
     }
 

@@ -226,3 +226,16 @@ def test_davsyncctl_confirm_delete(server, daemon_env, bus, start_daemon):
     assert res.returncode != 0 and "no refused deletion" in res.stderr, (res.stdout, res.stderr)
     res = d.ctl("confirm-delete", "nope")
     assert res.returncode == 2 and "ACCOUNT/COLLECTION" in res.stderr
+
+
+def test_a_failing_collection_still_shows_its_local_items(server, daemon_env, bus, start_daemon):
+    cfg = daemon_env.write_config([account_for(server, ACCOUNT, sync_interval=INTERVAL)])
+    d = start_daemon(cfg)
+    d.wait_synced(ACCOUNT)
+    assert d.collection(HOLIDAYS, ACCOUNT)["ItemCount"] == 3
+    d.stop()
+    server.stop()  # every sync now fails before it reaches a collection
+    d = start_daemon(cfg)
+    d.wait(lambda: d.account(ACCOUNT)["State"] == "backoff", 30, "the failed sync")
+    assert d.collection(HOLIDAYS, ACCOUNT)["ItemCount"] == 3
+    assert d.collection(CONTACTS, ACCOUNT)["ItemCount"] == 20
