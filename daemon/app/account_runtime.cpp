@@ -215,9 +215,11 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
     std::set<std::string> failed;  // folders whose sync failed
     try {
         if (!http) {
-            r.new_http = make_client_ptr(account);  // runs password_command: never on the main loop
+            r.new_http = make_client_ptr(account, cancel);  // runs password_command: never on the main loop
             http = r.new_http.get();
         }
+        // Every request stops within a second of a stop, a reload or a disable.
+        http->set_cancel(cancel);
         // A user's Sync() and a poll look for collections created, shared or
         // deleted on the server meanwhile; so does a push about properties.
         bool look_again = in.rediscover || (request.reasons & (account::Reason::user | account::Reason::interval));
@@ -257,6 +259,8 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
                 failed.insert(plan.folder);
             } catch (const sync::Cancelled&) {
                 throw;
+            } catch (const dav::Cancelled&) {
+                throw;
             } catch (const std::exception& e) {
                 log::error(plan.label, ": sync failed: ", e.what());
                 r.summary.push_back(cat(plan.label, ": FAILED: ", e.what()));
@@ -281,6 +285,9 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
         r.plans = std::move(plans);
         r.outcome.kind = failed.empty() ? account::SyncOutcome::Kind::ok : account::SyncOutcome::Kind::error;
     } catch (const sync::Cancelled& e) {
+        r.outcome.kind = account::SyncOutcome::Kind::cancelled;
+        r.error = e.what();
+    } catch (const dav::Cancelled& e) {
         r.outcome.kind = account::SyncOutcome::Kind::cancelled;
         r.error = e.what();
     } catch (const dav::RemoteError& e) {

@@ -12,10 +12,10 @@
 
 namespace davsyncd::app {
 
-std::unique_ptr<dav::HttpClient> make_client_ptr(const config::Account& account) {
+std::unique_ptr<dav::HttpClient> make_client_ptr(const config::Account& account, const std::atomic<bool>* cancel) {
     dav::ClientOptions o;
     o.username = account.username;
-    o.password = config::resolve_password(account);
+    o.password = config::resolve_password(account, config::kPasswordCommandTimeout, cancel);
     o.verify_tls = account.verify_tls;
     if (!account.verify_tls) log::warning("account '", account.id, "': TLS certificate verification is OFF");
     return std::make_unique<dav::HttpClient>(std::move(o));

@@ -3,6 +3,7 @@
 // Main thread only.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <iosfwd>
@@ -15,8 +16,10 @@
 namespace davsyncd::app {
 
 // An HTTP client set up for the account: credentials, TLS policy.
-// Throws config::ConfigError when the password cannot be obtained.
-std::unique_ptr<dav::HttpClient> make_client_ptr(const config::Account& account);
+// Throws config::ConfigError when the password cannot be obtained, and
+// dav::Cancelled when `cancel` is set while password_command runs.
+std::unique_ptr<dav::HttpClient> make_client_ptr(const config::Account& account,
+                                                 const std::atomic<bool>* cancel = nullptr);
 
 // Where an account's state lives: <state_dir>/<account id>/.
 std::filesystem::path account_state_dir(const config::Config& cfg, const config::Account& account);
