@@ -575,21 +575,21 @@ class Radicale(DavServer):
 
     def __init__(self, workdir: Optional[os.PathLike | str] = None, *, rights: Optional[str] = None, **kwargs):
         super().__init__(workdir, **kwargs)
-        self.rights = rights
+        self.rights_text = rights
         self.rights_path = self.workdir / "rights"
 
     def set_rights(self, text: str) -> None:
-        if self.rights is None:
+        if self.rights_text is None:
             raise ServerError("radicale: set_rights() needs a server started with rights=")
-        self.rights = text
+        self.rights_text = text
         tmp = self.rights_path.with_suffix(".tmp")
         tmp.write_text(text)
         os.replace(tmp, self.rights_path)   # never a half-written file for a request to read
 
     def _rights_config(self) -> str:
-        if self.rights is None:
+        if self.rights_text is None:
             return "type = owner_only"
-        self.rights_path.write_text(self.rights)
+        self.rights_path.write_text(self.rights_text)
         return f"type = from_file\nfile = {self.rights_path}"
 
     def _prepare(self, port: int) -> None:
