@@ -94,12 +94,17 @@ ChangePage RemoteCollection::changes_since(const SyncToken& token) {
     auto resp = http_.send(req);
     if (resp.status != 207) {
         // Radicale says 403, Xandikos 412 (or 500 in 0.2.8): the error element decides.
-        if (auto cond = xml::error_condition(resp.body); cond && cond->local == "valid-sync-token")
+        if (xml::has_precondition(resp.body, xml::kDav, "valid-sync-token"))
             throw InvalidSyncToken(cat(url::redact(info_.url), ": server rejected the sync token (", status_text(resp.status), ")"));
         fail(req, resp);
     }
     xml::Document doc(resp.body);
     auto ms = xml::parse_multistatus(doc);
+    // Xandikos since 0.2.10 answers a stale token with a 207 whose response
+    // carries the 412 and the precondition.
+    for (const auto& r : ms.responses)
+        if (r.error && xml::child(r.error, xml::kDav, "valid-sync-token"))
+            throw InvalidSyncToken(cat(url::redact(info_.url), ": server rejected the sync token (", r.status, " in a 207)"));
     ChangePage page;
     page.token = SyncToken(ms.sync_token.value_or(""));
     for (const auto& r : ms.responses) {
@@ -199,15 +204,39 @@ std::optional<MemberData> RemoteCollection::get(const Href& href) {
 }
 
 std::string WriteResult::describe() const {
-    return reason.empty() ? cat("HTTP ", status) : cat("HTTP ", status, ": ", reason);
+    std::string out = cat("HTTP ", status);
+    if (!condition.empty()) out += cat(" (", condition, ")");
+    if (!reason.empty()) out += cat(": ", reason);
+    return out;
 }
 
 // A write's answer as a result; only a refused password is the account's
 // problem rather than this item's.
 WriteResult RemoteCollection::write_result(const Request& req, const Response& resp) const {
     if (resp.status == 401) fail(req, resp);
-    WriteResult w{resp.status, Etag(resp.header("etag").value_or("")), {}};
-    if (!w.ok()) w.reason = xml::server_reason(resp.header("content-type").value_or(""), resp.body);
+    WriteResult w{resp.status, Etag(resp.header("etag").value_or("")), {}, {}};
+    if (resp.status == 207) {
+        // Xandikos wraps a refused write in a multistatus (0.2.8: a PUT of
+        // invalid data answers 207 holding a 412 and valid-calendar-data).
+        // The inner status decides; one we cannot read is worth a retry.
+        w.status = 500;
+        try {
+            xml::Document doc(resp.body);
+            for (const auto& r : xml::parse_multistatus(doc).responses)
+                if (r.status) {
+                    w.status = r.status;
+                    break;
+                }
+        } catch (const xml::XmlError&) {
+        }
+        if (w.ok()) w.status = 500;  // a "success" without an etag or a location is no success
+    }
+    if (!w.ok()) {
+        // A precondition of the content (valid-calendar-data, no-uid-conflict,
+        // ...) is a refusal even with 412, not a changed etag.
+        if (auto conditions = xml::error_conditions(resp.body); !conditions.empty()) w.condition = conditions.front().local;
+        w.reason = xml::server_reason(resp.header("content-type").value_or(""), resp.body);
+    }
     return w;
 }
 

@@ -54,8 +54,10 @@ struct WriteResult {
     long status = 0;
     Etag etag;           // from the response; empty when the server sent none
     std::string reason;  // the server's own words (Sabre's s:message, a text body), may be empty
+    std::string condition;  // the precondition the server named (e.g. "valid-calendar-data"), may be empty
     bool ok() const { return status >= 200 && status < 300; }
-    bool precondition_failed() const { return status == 412; }
+    // The version on the server is not the one we named: a conflict.
+    bool precondition_failed() const { return status == 412 && condition.empty(); }
     bool not_found() const { return status == 404 || status == 410; }
     // The server will not take this version of the item, however often it
     // is sent: 400, 403, 409 (no-uid-conflict), 413, 415, 422 and the like.
@@ -63,6 +65,7 @@ struct WriteResult {
         return status >= 400 && status < 500 && !precondition_failed() && !not_found() && status != 401 &&
                status != 408 && status != 423 && status != 429;
     }
+    // (A 412 that names a content precondition is refused(), not precondition_failed().)
     // Worth trying again later: 5xx (507 included), 408, 423, 429, and
     // anything else unexpected (a redirect we did not follow).
     bool temporary() const { return !ok() && !precondition_failed() && !not_found() && !refused(); }

@@ -32,7 +32,7 @@ std::filesystem::path uploads_path(const std::filesystem::path& state_file) {
 // requests. The cap lets a server that sends at least ten items a page list
 // the whole collection and a thousand changes.
 // How a read-only collection answers any write, without being asked.
-dav::WriteResult read_only_refusal() { return {403, {}, "the collection is read-only"}; }
+dav::WriteResult read_only_refusal() { return {403, {}, "the collection is read-only", {}}; }
 
 class PageGuard {
 public:

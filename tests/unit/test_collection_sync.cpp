@@ -734,4 +734,61 @@ TEST_CASE("a local colour or name is kept when the server has none") {
     CHECK(fs::read_file(f.folder() / "displayname") == "Calendar");
 }
 
+TEST_CASE("Xandikos' 207 around a refused PUT is a refusal, not a success") {
+    // Xandikos 0.2.8, PUT of invalid data (recorded by tests/unit/test_xml.cpp's bodies).
+    const std::string body =
+        R"(<ns0:multistatus xmlns:ns0="DAV:" xmlns:ns1="urn:ietf:params:xml:ns:caldav"><ns0:response>)"
+        R"(<ns0:href>/cal/n.ics</ns0:href><ns0:status>HTTP/1.1 412 Precondition Failed</ns0:status>)"
+        R"(<ns0:error><ns1:valid-calendar-data /></ns0:error><ns0:responsedescription>Not a valid calendar file</ns0:responsedescription>)"
+        R"(</ns0:response></ns0:multistatus>)";
+    Fixture f;
+    edits_on_both_sides(f);
+    refuse_writes_to(f.server, "n.ics", {207, {{"Content-Type", "text/xml; charset=\"utf-8\""}}, body});
+    auto r = f.sync();
+    CHECK(r.uploaded == 2);
+    CHECK(r.refused == 1);
+    CHECK(r.refused_uploads == 1);  // left in place, not sent again until it changes
+    CHECK(f.local("n.ics") == event("n", "new here"));
+    CHECK(f.server.items().count("n.ics") == 0);
+    // Not recorded as synced: a later full listing must not take it for a server deletion.
+    f.server.reject_tokens = true;
+    f.sync();
+    CHECK(f.local("n.ics") == event("n", "new here"));
+}
+
+TEST_CASE("a 412 that names a content precondition is a refusal, not a conflict") {
+    Fixture f;
+    edits_on_both_sides(f);
+    refuse_writes_to(f.server, "a.ics",
+                     {412, {{"Content-Type", "application/xml"}},
+                      R"(<D:error xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><C:no-uid-conflict><D:href>/cal/b.ics</D:href></C:no-uid-conflict></D:error>)"});
+    auto r = f.sync();
+    CHECK(r.conflicts == 0);
+    CHECK(r.refused == 1);
+    auto kept = f.conflict_files("-local-a.ics");
+    REQUIRE(kept.size() == 2);
+    CHECK(fs::read_file(kept[1]).find("no-uid-conflict") != std::string::npos);
+    CHECK(f.local("a.ics") == event("a", "S"));
+}
+
+TEST_CASE("a stale token rejected inside a 207 (Xandikos >= 0.2.10) falls back to a listing") {
+    Fixture f;
+    f.server.put("a.ics", event("a", "one"));
+    f.sync();
+    f.server.put("b.ics", event("b", "two"));
+    f.server.intercept = [&](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+        if (r.method != "REPORT" || r.body.find("sync-collection") == std::string::npos ||
+            r.body.find("<D:sync-token/>") != std::string::npos)
+            return std::nullopt;
+        return testing::CannedResponse{207, {{"Content-Type", "text/xml"}},
+            R"(<ns0:multistatus xmlns:ns0="DAV:"><ns0:response><ns0:href>/cal/</ns0:href>)"
+            R"(<ns0:status>HTTP/1.1 412 Precondition Failed</ns0:status><ns0:error><ns0:valid-sync-token /></ns0:error>)"
+            R"(</ns0:response></ns0:multistatus>)"};
+    };
+    auto r = f.sync();
+    CHECK(r.downloaded == 1);
+    CHECK(f.local("b.ics") == event("b", "two"));
+    CHECK(f.local("a.ics") == event("a", "one"));
+}
+
 }  // TEST_SUITE
