@@ -122,30 +122,24 @@ void Daemon::reload() {
 // Keeps the runtimes of unchanged accounts (their schedule and connection);
 // changed accounts are rebuilt, removed ones stop (InterfacesRemoved).
 void Daemon::apply(config::Config cfg) {
-    auto same = [](const config::Account& a, const config::Account& b) {
-        return a.id == b.id && a.url == b.url && a.username == b.username && a.password_command == b.password_command &&
-               a.password == b.password && a.local_root == b.local_root && a.sync_interval == b.sync_interval &&
-               a.collections.include == b.collections.include && a.collections.exclude == b.collections.exclude &&
-               a.verify_tls == b.verify_tls && a.conflict_policy == b.conflict_policy &&
-               a.multiget_batch == b.multiget_batch;
-    };
     // 1. Stop the accounts that are gone or changed, before anything new
     //    claims their object paths.
     std::vector<std::unique_ptr<AccountRuntime>> kept;
     for (auto& rt : accounts_) {
-        bool keep = std::any_of(cfg.accounts.begin(), cfg.accounts.end(), [&](const auto& a) { return same(rt->config(), a); });
+        bool keep = std::any_of(cfg.accounts.begin(), cfg.accounts.end(), [&](const auto& a) { return rt->config() == a; });
         if (keep) {
             kept.push_back(std::move(rt));
             continue;
         }
         log::info("account '", rt->config().id, "': stopped (removed or changed in the configuration)");
         if (connector_) connector_->remove(rt->push_token());
+        rt->cancel();  // all of them at once: each stops within a second
     }
     accounts_.clear();  // the stopped ones are destroyed here: jobs stop, objects leave the bus
 
     // 2. The accounts in configuration order: kept ones as they are, the rest new.
     for (const auto& account : cfg.accounts) {
-        auto it = std::find_if(kept.begin(), kept.end(), [&](const auto& rt) { return rt && same(rt->config(), account); });
+        auto it = std::find_if(kept.begin(), kept.end(), [&](const auto& rt) { return rt && rt->config() == account; });
         if (it != kept.end()) {
             accounts_.push_back(std::move(*it));
         } else {

@@ -35,6 +35,7 @@ struct CollectionFilter {
     std::vector<std::string> include;
     std::vector<std::string> exclude;
     bool accepts(const std::string& id, const std::string& display_name) const;
+    friend bool operator==(const CollectionFilter&, const CollectionFilter&) = default;
 };
 
 // How many deletions one sync may apply to a collection, from either side,
@@ -44,6 +45,7 @@ struct CollectionFilter {
 struct DeletionGuard {
     unsigned max_items = 10;
     double max_fraction = 0.5;
+    friend bool operator==(const DeletionGuard&, const DeletionGuard&) = default;
 };
 
 struct Account {
@@ -59,6 +61,8 @@ struct Account {
     ConflictPolicy conflict_policy = ConflictPolicy::server_wins;
     unsigned multiget_batch = 0;                  // 0 = engine default
     DeletionGuard deletion_guard;
+    // A reload keeps an account's runtime only when nothing here changed.
+    friend bool operator==(const Account&, const Account&) = default;
 };
 
 struct Config {
