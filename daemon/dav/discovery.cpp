@@ -394,6 +394,32 @@ DiscoveryResult discover(HttpClient& http, const std::string& account_url) {
     return result;
 }
 
+std::optional<DiscoveryResult> rediscover_homes(HttpClient& http, const DiscoveryResult& known) {
+    std::vector<std::string> homes = known.calendar_homes;
+    add_unique(homes, known.addressbook_homes);
+    if (homes.empty()) return std::nullopt;
+    DiscoveryResult result = known;
+    result.collections.clear();
+    std::set<std::string> seen;
+    for (const auto& home : homes) {
+        Response r = http.send(Request::propfind(home, "1", kCollectionPropfind));
+        if (r.status == 401 || r.status == 429 || r.status >= 500)
+            throw RemoteError(describe_status(home, r), r.status, r.retry_after());
+        std::string why;
+        auto f = r.status == 207 ? read_multistatus(home, r, why) : std::nullopt;
+        if (!f) {
+            log::info(url::redact(home), ": home moved or gone (", describe_answer(r), "); discovering from the start");
+            return std::nullopt;
+        }
+        for (const auto& resp : f->ms.responses)
+            if (auto c = parse_collection(resp, f->request_url); c && seen.insert(c->url).second)
+                result.collections.push_back(std::move(*c));
+    }
+    std::sort(result.collections.begin(), result.collections.end(),
+              [](const CollectionInfo& a, const CollectionInfo& b) { return a.url < b.url; });
+    return result;
+}
+
 CollectionInfo read_collection(HttpClient& http, const std::string& collection_url) {
     auto f = propfind(http, collection_url, "0", kCollectionPropfind);
     if (!f) throw DiscoveryError(cat(url::redact(collection_url), ": collection not found"));
@@ -434,6 +460,16 @@ nlohmann::json to_json(const DiscoveryResult& r) {
             {"addressbook_homes", r.addressbook_homes},
             {"server_advertises_push", r.server_advertises_push},
             {"collections", cols}};
+}
+
+DiscoveryResult discovery_from_json(const nlohmann::json& j) {
+    DiscoveryResult r;
+    r.principal_url = j.value("principal_url", "");
+    r.calendar_homes = j.value("calendar_homes", std::vector<std::string>{});
+    r.addressbook_homes = j.value("addressbook_homes", std::vector<std::string>{});
+    r.server_advertises_push = j.value("server_advertises_push", false);
+    for (const auto& c : j.at("collections")) r.collections.push_back(collection_from_json(c));
+    return r;
 }
 
 CollectionInfo collection_from_json(const nlohmann::json& j) {

@@ -80,6 +80,13 @@ struct DiscoveryError : std::runtime_error {
 // origin than the account's are skipped with a warning.
 DiscoveryResult discover(HttpClient& http, const std::string& account_url);
 
+// The collections of the homes an earlier discovery found: one Depth-1
+// PROPFIND per home and nothing else, for the frequent rediscovery (a user's
+// Sync(), every poll). nullopt when the earlier result has no homes or a home
+// no longer answers 207: then a full discover() is due. Throws RemoteError
+// for 401 and for a server that is down (5xx, 429).
+std::optional<DiscoveryResult> rediscover_homes(HttpClient& http, const DiscoveryResult& known);
+
 // Reads the collection properties (Depth 0) of one known collection, e.g.
 // after a push property-update. Same parsing as discovery.
 CollectionInfo read_collection(HttpClient& http, const std::string& collection_url);
@@ -87,5 +94,6 @@ CollectionInfo read_collection(HttpClient& http, const std::string& collection_u
 nlohmann::json to_json(const DiscoveryResult& r);
 nlohmann::json to_json(const CollectionInfo& c);
 CollectionInfo collection_from_json(const nlohmann::json& j);
+DiscoveryResult discovery_from_json(const nlohmann::json& j);  // throws nlohmann::json::exception
 
 }  // namespace davsyncd::dav

@@ -85,19 +85,25 @@ void store_discovery(const dav::DiscoveryResult& result, const config::Account& 
     fs::write_atomic(account_state_dir / "collections.json", j.dump(2) + "\n", 0600);
 }
 
-std::optional<std::vector<dav::CollectionInfo>> load_discovery(const std::filesystem::path& account_state_dir) {
+namespace {
+
+std::optional<dav::DiscoveryResult> load_discovery_result(const std::filesystem::path& account_state_dir) {
     auto file = account_state_dir / "collections.json";
     std::error_code ec;
     if (!std::filesystem::exists(file, ec)) return std::nullopt;
     try {
-        auto j = nlohmann::json::parse(fs::read_file(file));
-        std::vector<dav::CollectionInfo> out;
-        for (const auto& c : j.at("collections")) out.push_back(dav::collection_from_json(c));
-        return out;
+        return dav::discovery_from_json(nlohmann::json::parse(fs::read_file(file)));
     } catch (const std::exception& e) {
         log::warning(file.string(), ": unreadable (", e.what(), "); discovering again");
         return std::nullopt;
     }
+}
+
+}  // namespace
+
+std::optional<std::vector<dav::CollectionInfo>> load_discovery(const std::filesystem::path& account_state_dir) {
+    if (auto r = load_discovery_result(account_state_dir)) return std::move(r->collections);
+    return std::nullopt;
 }
 
 namespace {
@@ -140,14 +146,20 @@ std::filesystem::path set_aside(const PlannedCollection& plan, const std::filesy
 
 AccountCollections rediscover(dav::HttpClient& http, const config::Account& account,
                               const std::filesystem::path& account_state_dir) {
-    auto before = load_discovery(account_state_dir);
-    auto result = dav::discover(http, account.url);
+    auto before = load_discovery_result(account_state_dir);
+    // The homes seldom move: asking them alone is one request each.
+    std::optional<dav::DiscoveryResult> quick;
+    if (before) quick = dav::rediscover_homes(http, *before);
+    // Homes that suddenly list nothing are confirmed by a full discovery,
+    // which fails rather than set every folder aside.
+    if (quick && quick->collections.empty()) quick.reset();
+    auto result = quick ? std::move(*quick) : dav::discover(http, account.url);
     store_discovery(result, account, account_state_dir);
     AccountCollections out{result.collections, {}, true};
     if (!before) return out;
     std::set<std::string> now;
     for (const auto& c : result.collections) now.insert(c.url);
-    for (const auto& plan : plan_collections(account, account_state_dir, *before)) {
+    for (const auto& plan : plan_collections(account, account_state_dir, before->collections)) {
         if (now.contains(plan.info.url)) continue;
         auto kept = set_aside(plan, account_state_dir);
         log::warning(plan.label, ": the collection is gone from the server; its folder was moved to ", kept.string());

@@ -359,4 +359,38 @@ TEST_CASE("the JSON cache keeps read_only and reads old caches that still hold a
     CHECK_FALSE(back.read_only);  // caches from before read-only were written: writable, as before
 }
 
+TEST_CASE("rediscovery asks each known home once, and nothing else") {
+    FakeDavLayout server;
+    testing::baikal_layout(server);
+    HttpClient http(alice());
+    auto first = discover(http, server.url("/"));
+    auto before = server.requests().size();
+    auto again = rediscover_homes(http, first);
+    REQUIRE(again.has_value());
+    CHECK(urls(*again) == baikal_collections(server));
+    CHECK(again->principal_url == first.principal_url);
+    std::vector<std::string> asked_now;
+    auto all = server.requests();
+    for (size_t i = before; i < all.size(); ++i) asked_now.push_back(all[i].method + " " + all[i].target + " " + all[i].header("Depth"));
+    CHECK(asked_now == std::vector<std::string>{"PROPFIND /dav.php/calendars/alice/ 1", "PROPFIND /dav.php/addressbooks/alice/ 1"});
+
+    SUBCASE("without homes (one collection pasted) a full discovery is due") {
+        DiscoveryResult bare = first;
+        bare.calendar_homes.clear();
+        bare.addressbook_homes.clear();
+        CHECK_FALSE(rediscover_homes(http, bare).has_value());
+    }
+    SUBCASE("a home that moved (404) means discovering from the start") {
+        DiscoveryResult moved = first;
+        moved.calendar_homes = {server.url("/dav.php/calendars/bob/")};
+        CHECK_FALSE(rediscover_homes(http, moved).has_value());
+    }
+    SUBCASE("the JSON cache round-trips the homes") {
+        auto back = discovery_from_json(to_json(first));
+        CHECK(back.calendar_homes == first.calendar_homes);
+        CHECK(back.addressbook_homes == first.addressbook_homes);
+        CHECK(urls(back) == urls(first));
+    }
+}
+
 }  // TEST_SUITE
