@@ -791,4 +791,35 @@ TEST_CASE("a stale token rejected inside a 207 (Xandikos >= 0.2.10) falls back t
     CHECK(f.local("a.ics") == event("a", "one"));
 }
 
+TEST_CASE("SabreDAV's 403 for a pruned token (diagnostics before the precondition) recovers without losing a local edit") {
+    // Verbatim body of SabreDAV 4.7.1 (Nextcloud, Baïkal) for an unknown sync token.
+    const std::string sabre_body = R"(<?xml version="1.0" encoding="utf-8"?>
+<d:error xmlns:d="DAV:" xmlns:s="http://sabredav.org/ns">
+  <s:sabredav-version>4.7.1</s:sabredav-version>
+  <s:exception>Sabre\DAV\Exception\InvalidSyncToken</s:exception>
+  <s:message>Invalid or unknown sync token</s:message>
+  <d:valid-sync-token/>
+</d:error>
+)";
+    Fixture f;
+    for (const char* n : {"a", "b", "c"}) f.server.put(std::string(n) + ".ics", event(n, "S"));
+    f.sync();
+    f.write_local("a.ics", event("a", "local edit"));
+    f.server.put("b.ics", event("b", "server edit"));
+    f.server.remove("c.ics");
+    f.server.intercept = [&](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+        bool with_token = r.method == "REPORT" && r.body.find("sync-collection") != std::string::npos &&
+                          r.body.find("<D:sync-token/>") == std::string::npos;
+        if (with_token) return testing::CannedResponse{403, {{"Content-Type", "application/xml; charset=utf-8"}}, sabre_body};
+        return std::nullopt;
+    };
+    auto r = f.sync();
+    CHECK_FALSE(r.refused_mass_deletion);
+    CHECK(f.server.items().at("a.ics") == event("a", "local edit"));
+    CHECK(f.local("a.ics") == event("a", "local edit"));
+    CHECK(f.local("b.ics") == event("b", "server edit"));
+    CHECK_FALSE(f.local_exists("c.ics"));
+    CHECK(r.conflicts == 0);
+}
+
 }  // TEST_SUITE
