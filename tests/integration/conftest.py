@@ -2,7 +2,9 @@
 
 Fixtures:
   radicale, xandikos   a fresh, empty server per test (davtest.servers)
-  dav_server           parametrised over both servers
+  davical              the same for DAViCal (davtest.davical: PHP on a private
+                       PostgreSQL cluster copied from a per-session template)
+  dav_server           parametrised over ALL_SERVERS (radicale, xandikos, davical)
   server_factory       start(kind, name=None) -> server; more servers per test
   daemon_env           davtest.daemon.DaemonEnv with private XDG folders
   davsyncd             path of the binary ($DAVSYNCD or build/daemon/davsyncd)
@@ -23,11 +25,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from davtest.daemon import DaemonEnv, davsyncd_path  # noqa: E402
 from davtest.dbus import PrivateBus  # noqa: E402
+from davtest.davical import DAViCal  # noqa: E402
 from davtest.servers import DavServer, SERVERS  # noqa: E402
+
+# Every real server the tests can run against, by name.
+ALL_SERVERS = {**SERVERS, "davical": DAViCal}
+
+# Parametrisations of shared tests that cannot hold as written on one
+# server, with the reason (shown by pytest -rs) and where that server's
+# version of the scenario runs: (test file, test function, server).
+NOT_FOR_SERVER = {
+    ("test_sync.py", "test_local_create_edit_delete_are_pushed", "davical"):
+        "expects 0 downloads after the upload, but DAViCal adds REV to a vCard that has none and "
+        "then answers its PUT without an ETag, so the new contact legitimately comes back down "
+        "once; test_davical.py::test_new_contact_without_rev_comes_back_once_with_the_servers_rev "
+        "runs this scenario with DAViCal's counts",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("dav_server") if callspec is not None else None
+        reason = NOT_FOR_SERVER.get((item.path.name, getattr(item, "originalname", item.name), kind))
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"{kind}: {reason}"))
 
 
 def _start(kind: str, workdir: Path) -> DavServer:
-    return SERVERS[kind](workdir).start()
+    return ALL_SERVERS[kind](workdir).start()
 
 
 @pytest.fixture
@@ -44,7 +70,14 @@ def xandikos(tmp_path):
     srv.stop()
 
 
-@pytest.fixture(params=sorted(SERVERS))
+@pytest.fixture
+def davical(tmp_path):
+    srv = _start("davical", tmp_path / "davical")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=sorted(ALL_SERVERS))
 def dav_server(request, tmp_path):
     srv = _start(request.param, tmp_path / request.param)
     yield srv
