@@ -100,24 +100,33 @@ AccountRuntime::AccountRuntime(core::EventLoop& loop, sdbus::IConnection& bus, c
       state_dir_(account_state_dir(cfg, account_)),
       on_state_changed_(std::move(on_state_changed)),
       scheduler_(settings_for(account_)),
-      timer_(loop, [this] { pump(); }),
+      timer_(loop, [this] { contained("scheduling", [&] { pump(); }); }),
       folders_(loop, [this](const std::string& folder, const std::string& name, uint32_t mask) {
-          on_folder_event(folder, name, mask);
+          contained("a folder event", [&] { on_folder_event(folder, name, mask); });
       }),
       connector_(connector),
       push_file_(state_dir_ / "push.json"),
       keys_file_(state_dir_ / "push-keys.json") {
-    // Push keys and token: made once, kept across restarts (0600).
+    // Push keys and token: made once, kept across restarts (0600). A disk
+    // that refuses them is this account's error, not the daemon's end.
+    bool fresh_keys = !std::filesystem::exists(keys_file_);
     try {
-        keys_ = std::filesystem::exists(keys_file_) ? push::KeyPair::load(keys_file_) : push::KeyPair::generate();
-        keys_->save(keys_file_);
+        if (!fresh_keys) keys_ = push::KeyPair::load(keys_file_);
     } catch (const std::exception& e) {
         log::warning("account '", account_.id, "': push keys unusable (", e.what(), "); making new ones");
+        fresh_keys = true;
+    }
+    if (fresh_keys) {
         keys_ = push::KeyPair::generate();
-        keys_->save(keys_file_);
+        try {
+            keys_->save(keys_file_);
+        } catch (const std::exception& e) {
+            last_error_ = cat("cannot save the push keys: ", e.what());
+            log::error("account '", account_.id, "': ", last_error_);
+        }
     }
     push_ = push::AccountPushState::load(push_file_);
-    push_.save(push_file_);
+    if (auto failed = save_push_state(); !failed.empty()) last_error_ = failed;
 
     bus::AccountValues v;
     v.id = account_.id;
@@ -200,7 +209,7 @@ void AccountRuntime::start_job(const account::SyncRequest& request) {
     job_ = std::thread([this, in = std::move(in), http = http_.get(), alive]() mutable {
         auto result = std::make_shared<JobResult>(run_job(std::move(in), http, &cancel_));
         loop_.post([this, alive, result] {
-            if (auto a = alive.lock(); a && *a) finish_job(std::move(*result));
+            if (auto a = alive.lock(); a && *a) contained("finishing a sync", [&] { finish_job(std::move(*result)); });
         });
     });
 }
@@ -306,6 +315,15 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
 void AccountRuntime::finish_job(JobResult r) {
     job_.join();
     if (r.new_http) http_ = std::move(r.new_http);
+    // Saved before the scheduler hears the outcome: a full or read-only disk
+    // is this account's error, retried with backoff like any other.
+    if (r.subscriptions != push_.subscriptions || r.maintenance.registered || r.maintenance.renewed) {
+        push_.subscriptions = r.subscriptions;
+        if (auto failed = save_push_state(); !failed.empty() && r.outcome.kind == account::SyncOutcome::Kind::ok) {
+            r.outcome.kind = account::SyncOutcome::Kind::error;
+            r.error = failed;
+        }
+    }
     scheduler_.finished(loop_.now(), r.outcome);
 
     last_sync_ = unix_usec_now();
@@ -317,10 +335,6 @@ void AccountRuntime::finish_job(JobResult r) {
         last_error_ = r.error;
     }
     if (r.plans) adopt_plans(std::move(*r.plans));
-    if (r.subscriptions != push_.subscriptions || r.maintenance.registered || r.maintenance.renewed) {
-        push_.subscriptions = r.subscriptions;
-        push_.save(push_file_);
-    }
     for (const auto& [folder, token] : r.outcome.tokens) tokens_[folder] = token;
     register_for_push();
     if (!push_.endpoint.empty()) {
@@ -373,6 +387,41 @@ void AccountRuntime::finish_job(JobResult r) {
     r = JobResult{};
     events = {};
     ::malloc_trim(0);
+    // Test-only: proves that an exception escaping a loop callback stays
+    // with this account (tests/integration/test_contained.py).
+    if (const char* hook = std::getenv("DAVSYNCD_TEST_THROW_AFTER_SYNC"); hook && account_.id == hook)
+        throw std::runtime_error("injected by DAVSYNCD_TEST_THROW_AFTER_SYNC");
+}
+
+// The push state on disk (0600). A failure (ENOSPC, EROFS, EACCES) is
+// returned as a message naming the file, never thrown into the loop.
+std::string AccountRuntime::save_push_state() {
+    try {
+        push_.save(push_file_);
+        return {};
+    } catch (const std::exception& e) {
+        auto what = cat("cannot save the push state: ", e.what());
+        log::error("account '", account_.id, "': ", what);
+        return what;
+    }
+}
+
+// One entry point of this account from the loop. Whatever it throws puts
+// this account into an error state; the daemon, the bus and the other
+// accounts go on.
+void AccountRuntime::contained(const char* what, const std::function<void()>& step) noexcept {
+    try {
+        step();
+    } catch (const std::exception& e) {
+        log::error("account '", account_.id, "': internal error while ", what, ": ", e.what(), " (contained)");
+        last_result_ = "error";
+        last_error_ = cat("internal error while ", what, ": ", e.what());
+        try {
+            publish();
+        } catch (const std::exception& again) {
+            log::error("account '", account_.id, "': cannot publish the error: ", again.what());
+        }
+    }
 }
 
 void AccountRuntime::on_folder_event(const std::string& folder, const std::string& name, uint32_t mask) {
@@ -475,7 +524,7 @@ void AccountRuntime::push_endpoint(const std::string& endpoint) {
     if (endpoint == push_.endpoint && push_state_ == "active") return;
     log::info("account '", account_.id, "': push endpoint ", url::redact(endpoint));
     push_.endpoint = endpoint;
-    push_.save(push_file_);
+    if (auto failed = save_push_state(); !failed.empty()) last_error_ = failed;
     // The next sync (re-)registers every subscription with it.
     scheduler_.trigger(loop_.now(), account::Reason::config);
     pump();

@@ -79,6 +79,8 @@ private:
     static JobResult run_job(JobInput in, dav::HttpClient* http, const std::atomic<bool>* cancel);
     void register_for_push();
     void set_push_state(std::string state);
+    std::string save_push_state();
+    void contained(const char* what, const std::function<void()>& step) noexcept;
 
     core::EventLoop& loop_;
     sdbus::IConnection& bus_;

@@ -68,7 +68,13 @@ Daemon::Daemon(core::EventLoop& loop, sdbus::IConnection& connection, std::files
           log::info("configuration reloaded from ", config_path_.string());
           apply(std::move(*pending_));
           pending_.reset();
-      }) {}
+      }) {
+    // The last line of defence: a callback that throws is logged and the
+    // daemon stays up (accounts contain their own errors before this).
+    loop_.set_error_handler([](const std::exception& e) {
+        log::error("internal error in an event callback (contained; davsyncd goes on): ", e.what());
+    });
+}
 
 Daemon::~Daemon() {
     accounts_.clear();

@@ -137,7 +137,7 @@ void EventLoop::run_timers() {
         // A copy, so that the timer may destroy itself (and its callback)
         // while this runs.
         auto callback = t->callback_;
-        callback();
+        dispatch(callback);
         if (quit_) return;
     }
 }
@@ -150,7 +150,7 @@ void EventLoop::run_defers() {
         defers_.erase(defers_.begin());
         d->seq_.reset();
         auto callback = d->callback_;
-        callback();
+        dispatch(callback);
         if (quit_) return;
     }
 }
@@ -177,7 +177,7 @@ void EventLoop::run_posted() {
     while (!batch.empty() && !quit_) {
         auto fn = std::move(batch.front());
         batch.pop_front();
-        fn();
+        dispatch(fn);
     }
 }
 
@@ -233,7 +233,7 @@ void EventLoop::wait_and_dispatch(int timeout_ms) {
             auto it = fds_.find(id);
             if (it == fds_.end()) continue;
             auto callback = it->second->callback_;
-            callback(events[i].events);
+            dispatch(callback, events[i].events);
         }
     }
 }

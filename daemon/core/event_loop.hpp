@@ -15,7 +15,9 @@
 //
 // Errors from system calls throw std::system_error whose what() names the call.
 // An exception escaping a callback propagates out of run(); the loop stays
-// consistent and run() may be called again.
+// consistent and run() may be called again. With an error handler set
+// (set_error_handler), it goes to the handler instead and the loop goes on:
+// the daemon must not end because one callback failed.
 //
 // No global state: a test may build as many loops as it likes.
 #pragma once
@@ -113,6 +115,12 @@ public:
     // True on the loop thread (see the file comment). Any thread.
     bool in_loop_thread() const noexcept { return owner_.load() == std::this_thread::get_id(); }
 
+    // Receives every std::exception that escapes a callback, which then counts
+    // as done; run() goes on. Without one, the exception leaves run().
+    // Loop thread only (before run(), the building thread).
+    using ErrorHandler = std::function<void(const std::exception&)>;
+    void set_error_handler(ErrorHandler handler) { on_error_ = std::move(handler); }
+
 private:
     friend class FdWatch;
     friend class Timer;
@@ -132,6 +140,17 @@ private:
     void remove_timer(const TimerKey& key) noexcept { timers_.erase(key); }
     std::uint64_t add_defer(Defer* d);
     void remove_defer(std::uint64_t seq) noexcept { defers_.erase(seq); }
+
+    // Calls a source's callback, handing an exception to on_error_ if set.
+    template <typename Fn, typename... Args>
+    void dispatch(Fn& fn, Args... args) {
+        if (!on_error_) return fn(args...);
+        try {
+            fn(args...);
+        } catch (const std::exception& e) {
+            on_error_(e);
+        }
+    }
 
     void run_timers();
     void run_defers();
@@ -154,6 +173,7 @@ private:
 
     std::mutex post_mutex_;
     std::deque<std::function<void()>> posted_;  // guarded by post_mutex_
+    ErrorHandler on_error_;
 
     std::atomic<std::thread::id> owner_;
     TimePoint now_{};

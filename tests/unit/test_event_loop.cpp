@@ -405,6 +405,35 @@ TEST_CASE("an exception from a callback leaves run() and the loop usable") {
     CHECK(later);
 }
 
+TEST_CASE("with an error handler, a throwing callback of any kind is contained and the loop goes on") {
+    EventLoop loop;
+    std::vector<std::string> errors;
+    loop.set_error_handler([&](const std::exception& e) { errors.emplace_back(e.what()); });
+    Timer t(loop, [] { throw std::runtime_error("timer"); });
+    Defer d(loop, [] { throw std::runtime_error("defer"); });
+    Pipe p;
+    FdWatch w(loop, [&](std::uint32_t) {
+        char c;
+        CHECK(::read(p.read.get(), &c, 1) == 1);
+        throw std::runtime_error("fd");
+    });
+    w.watch(p.read.get(), EPOLLIN);
+    bool later = false;
+    loop.post([] { throw std::runtime_error("posted"); });
+    t.schedule_in(0ms);
+    d.schedule();
+    p.put("x");
+    Timer done(loop, [&] {
+        later = true;
+        loop.quit();
+    });
+    done.schedule_in(20ms);
+    run_bounded(loop);
+    CHECK(later);
+    std::sort(errors.begin(), errors.end());
+    CHECK(errors == std::vector<std::string>{"defer", "fd", "posted", "timer"});
+}
+
 // ---- fd watches ---------------------------------------------------------------
 
 TEST_CASE("fd watch on a pipe: data, then hang-up") {
