@@ -172,6 +172,14 @@ void AccountRuntime::confirm_deletion(const std::string& folder) {
     request_sync({folder});
 }
 
+void AccountRuntime::credentials_changed() {
+    log::info("account '", account_.id, "': credentials may have changed; reading them again");
+    if (job_running()) stale_credentials_ = true;
+    else http_.reset();
+    scheduler_.credentials_changed(loop_.now());
+    pump();
+}
+
 void AccountRuntime::cancel() { cancel_ = true; }
 
 // After every event: start what is due, arm the timer for the next
@@ -315,6 +323,10 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
 void AccountRuntime::finish_job(JobResult r) {
     job_.join();
     if (r.new_http) http_ = std::move(r.new_http);
+    // A refused password is read again (password_command runs again) before
+    // the next attempt: the user may have fixed it meanwhile.
+    if (r.outcome.kind == account::SyncOutcome::Kind::auth_failed || std::exchange(stale_credentials_, false))
+        http_.reset();
     // Saved before the scheduler hears the outcome: a full or read-only disk
     // is this account's error, retried with backoff like any other.
     if (r.subscriptions != push_.subscriptions || r.maintenance.registered || r.maintenance.renewed) {

@@ -51,6 +51,10 @@ public:
     // The user confirms the deletions a sync of this collection refused
     // (Collection1.ConfirmDeletion): the next sync of it applies them.
     void confirm_deletion(const std::string& folder);
+    // The password may have been fixed (a reload, the config file saved):
+    // the next sync runs password_command again, and an account that the
+    // server refused tries once more.
+    void credentials_changed();
     // Asks a running job to stop at the next item.
     void cancel();
     bool job_running() const { return job_.joinable(); }
@@ -93,6 +97,7 @@ private:
     core::InotifyWatch folders_;
 
     std::unique_ptr<dav::HttpClient> http_;  // lent to the job while one runs
+    bool stale_credentials_ = false;          // drop http_ once the job gives it back
     std::thread job_;
     std::atomic<bool> cancel_{false};
     uint64_t running_id_ = 0;

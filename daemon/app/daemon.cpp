@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
 
 #include "core/log.hpp"
@@ -68,7 +69,9 @@ Daemon::Daemon(core::EventLoop& loop, sdbus::IConnection& connection, std::files
           log::info("configuration reloaded from ", config_path_.string());
           apply(std::move(*pending_));
           pending_.reset();
-      }) {
+      }),
+      config_watch_(loop, [this](const std::string&, const std::string& name, uint32_t) { on_config_event(name); }),
+      config_settle_(loop, [this] { reload_after_edit(); }) {
     // The last line of defence: a callback that throws is logged and the
     // daemon stays up (accounts contain their own errors before this).
     loop_.set_error_handler([](const std::exception& e) {
@@ -97,8 +100,17 @@ void Daemon::start(config::Config cfg) {
                 }
                 deferred_apply_.schedule();
             }});
+    make_connector(cfg.push_distributor.value_or(""));
+    apply(std::move(cfg));
+    watch_config();
+    log::notice("davsyncd ", DAVSYNCD_VERSION, " running with ", accounts_.size(), " account(s) from ",
+                config_path_.string());
+    sd_notify(0, "READY=1");
+}
+
+void Daemon::make_connector(const std::string& preferred_distributor) {
     connector_ = std::make_unique<push::Connector>(
-        connection_, bus::kBusName, cfg.push_distributor.value_or(""),
+        connection_, bus::kBusName, preferred_distributor,
         push::Connector::Handlers{
             [this](const std::string& token, const std::string& endpoint) {
                 if (auto* a = by_push_token(token)) a->push_endpoint(endpoint);
@@ -113,10 +125,6 @@ void Daemon::start(config::Config cfg) {
                 for (auto& a : accounts_) a->push_distributor_changed();
                 publish();
             }});
-    apply(std::move(cfg));
-    log::notice("davsyncd ", DAVSYNCD_VERSION, " running with ", accounts_.size(), " account(s) from ",
-                config_path_.string());
-    sd_notify(0, "READY=1");
 }
 
 void Daemon::reload() {
@@ -125,14 +133,36 @@ void Daemon::reload() {
     apply(std::move(cfg));
 }
 
+// The configuration file changed on disk (an editor saved it): reload once
+// the writes settle. A file that does not load keeps the running one.
+void Daemon::watch_config() {
+    config_watch_.add(config_path_.parent_path(), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE);
+}
+
+void Daemon::on_config_event(const std::string& name) {
+    if (name != config_path_.filename().string()) return;
+    config_settle_.schedule_in(std::chrono::milliseconds(500));
+}
+
+void Daemon::reload_after_edit() {
+    try {
+        reload();
+    } catch (const config::ConfigError& e) {
+        log::error("configuration changed on disk but not reloaded: ", e.what(), "; the running one stays");
+    }
+}
+
 // Keeps the runtimes of unchanged accounts (their schedule and connection);
 // changed accounts are rebuilt, removed ones stop (InterfacesRemoved).
 void Daemon::apply(config::Config cfg) {
+    // Another distributor: every account registers again with the new connector.
+    const bool new_distributor = connector_ && cfg.push_distributor != cfg_.push_distributor;
     // 1. Stop the accounts that are gone or changed, before anything new
     //    claims their object paths.
     std::vector<std::unique_ptr<AccountRuntime>> kept;
     for (auto& rt : accounts_) {
-        bool keep = std::any_of(cfg.accounts.begin(), cfg.accounts.end(), [&](const auto& a) { return rt->config() == a; });
+        bool keep = !new_distributor &&
+                    std::any_of(cfg.accounts.begin(), cfg.accounts.end(), [&](const auto& a) { return rt->config() == a; });
         if (keep) {
             kept.push_back(std::move(rt));
             continue;
@@ -142,6 +172,13 @@ void Daemon::apply(config::Config cfg) {
         rt->cancel();  // all of them at once: each stops within a second
     }
     accounts_.clear();  // the stopped ones are destroyed here: jobs stop, objects leave the bus
+    if (new_distributor) {
+        log::info("push distributor preference changed to '", cfg.push_distributor.value_or(""), "'");
+        make_connector(cfg.push_distributor.value_or(""));
+    }
+    // A reload is the user's sign that the password may be fixed now.
+    for (auto& rt : kept)
+        if (rt->state() == account::State::auth_failed) rt->credentials_changed();
 
     // 2. The accounts in configuration order: kept ones as they are, the rest new.
     for (const auto& account : cfg.accounts) {

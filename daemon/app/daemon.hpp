@@ -65,6 +65,10 @@ public:
 
 private:
     void apply(config::Config cfg);
+    void make_connector(const std::string& preferred_distributor);
+    void watch_config();
+    void on_config_event(const std::string& name);
+    void reload_after_edit();
     AccountRuntime* by_push_token(const std::string& token);
     void publish();
     void notify_status();
@@ -80,6 +84,8 @@ private:
     std::vector<std::unique_ptr<AccountRuntime>> accounts_;
     std::optional<config::Config> pending_;  // loaded by Reload(), applied right after
     core::Defer deferred_apply_;
+    core::InotifyWatch config_watch_;  // the config file's folder
+    core::Timer config_settle_;        // an editor's burst of writes becomes one reload
     std::string last_status_;
 };
 
