@@ -36,6 +36,22 @@ inline size_t sequence_length(std::string_view s, size_t i) {
     return len;
 }
 
+// The code point of the valid sequence of `len` bytes at s[i] (as
+// returned by sequence_length).
+inline char32_t decode(std::string_view s, size_t i, size_t len) {
+    auto b = [&](size_t k) { return static_cast<char32_t>(static_cast<unsigned char>(s[i + k])); };
+    switch (len) {
+        case 1: return b(0);
+        case 2: return ((b(0) & 0x1f) << 6) | (b(1) & 0x3f);
+        case 3: return ((b(0) & 0x0f) << 12) | ((b(1) & 0x3f) << 6) | (b(2) & 0x3f);
+        default: return ((b(0) & 0x07) << 18) | ((b(1) & 0x3f) << 12) | ((b(2) & 0x3f) << 6) | (b(3) & 0x3f);
+    }
+}
+
+// Unicode's 66 non-characters (U+FDD0..U+FDEF and the last two code points
+// of every plane): valid UTF-8, yet refused by sd-bus.
+inline bool is_noncharacter(char32_t cp) { return (cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) == 0xfffe; }
+
 inline bool valid(std::string_view s) {
     for (size_t i = 0; i < s.size();) {
         size_t len = sequence_length(s, i);
