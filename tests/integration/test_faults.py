@@ -472,6 +472,8 @@ class Campaign:
             self.proxy.release()
         run.seconds = time.monotonic() - started
         run.status = proc.returncode
+        if run.killed and run.status != -signal.SIGKILL:
+            run.killed = None           # it finished on its own just before the kill
         run.stdout = out.read_text(errors="replace")
         run.stderr = err.read_text(errors="replace")
         self.proxy.wait_idle(PROXY_IDLE_TIMEOUT)
