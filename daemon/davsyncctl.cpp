@@ -1,18 +1,17 @@
 // davsyncctl: look at and steer a running davsyncd over D-Bus.
 // Entry point only: argument parsing and printing; bus/client does the talking.
 
-#include <condition_variable>
 #include <csignal>
 #include <ctime>
 #include <iomanip>
 #include <iostream>
-#include <mutex>
-#include <set>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "bus/client.hpp"
 #include "bus/objects.hpp"
+#include "core/sanitize.hpp"
 #include "davsyncd_version.h"
 
 namespace {
@@ -51,6 +50,16 @@ std::string when(const json& usec) {
 
 std::string str(const json& j, const char* key) { return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : ""; }
 
+// What the daemon serves is mostly server text (names, ids, error messages):
+// the terminal must show its control characters, not obey them.
+std::string shown(const std::string& text) { return davsyncd::sanitize::for_terminal(text); }
+
+// JSON with every non-ASCII character escaped: the same data for a parser,
+// and nothing a terminal would act on (C1 controls, bidi overrides).
+std::string dumped(const json& j, int indent = -1) {
+    return j.dump(indent, ' ', true, json::error_handler_t::replace);
+}
+
 int status(Client& client, bool as_json) {
     Snapshot s = client.snapshot();
     if (as_json) {
@@ -67,20 +76,20 @@ int status(Client& client, bool as_json) {
                 }
             out["accounts"].push_back(acc);
         }
-        std::cout << out.dump(2) << "\n";
+        std::cout << dumped(out, 2) << "\n";
         return 0;
     }
-    std::cout << "davsyncd " << str(s.manager, "Version") << ", config " << str(s.manager, "ConfigPath")
-              << ", push distributor: " << (str(s.manager, "PushDistributor").empty() ? "none" : str(s.manager, "PushDistributor"))
-              << "\n\n";
+    std::cout << "davsyncd " << shown(str(s.manager, "Version")) << ", config " << shown(str(s.manager, "ConfigPath"))
+              << ", push distributor: "
+              << (str(s.manager, "PushDistributor").empty() ? "none" : shown(str(s.manager, "PushDistributor"))) << "\n\n";
     std::cout << std::left << std::setw(16) << "ACCOUNT" << std::setw(13) << "STATE" << std::setw(21) << "LAST SYNC"
               << std::setw(21) << "NEXT SYNC" << std::setw(13) << "PUSH" << "RESULT\n";
     for (const auto& [path, a] : s.accounts) {
         std::string result = str(a, "LastResult");
         if (!str(a, "LastError").empty()) result += ": " + str(a, "LastError");
-        std::cout << std::setw(16) << str(a, "Id") << std::setw(13) << str(a, "State") << std::setw(21)
+        std::cout << std::setw(16) << shown(str(a, "Id")) << std::setw(13) << shown(str(a, "State")) << std::setw(21)
                   << when(a.value("LastSync", json())) << std::setw(21) << when(a.value("NextSync", json()))
-                  << std::setw(13) << str(a, "PushState") << (result.empty() ? "-" : result) << "\n";
+                  << std::setw(13) << shown(str(a, "PushState")) << (result.empty() ? "-" : shown(result)) << "\n";
         for (const auto& cpath : a.value("Collections", std::vector<std::string>{})) {
             auto it = s.collections.find(cpath);
             if (it == s.collections.end()) continue;
@@ -88,16 +97,16 @@ int status(Client& client, bool as_json) {
             std::string name = str(c, "DisplayName").empty() ? str(c, "Id") : str(c, "DisplayName");
             std::string kind = str(c, "Kind");
             if (c.value("ReadOnly", false)) kind += " (ro)";
-            std::cout << "  " << std::setw(22) << name << std::setw(18) << kind << std::setw(7)
+            std::cout << "  " << std::setw(22) << shown(name) << std::setw(18) << shown(kind) << std::setw(7)
                       << c.value("ItemCount", 0u) << std::setw(21) << when(c.value("LastSync", json()))
-                      << str(c, "LocalPath") << "\n";
+                      << shown(str(c, "LocalPath")) << "\n";
             // What waits for the server or for the user, one line each.
             if (auto n = c.value("PendingUploads", 0u))
                 std::cout << "      " << n << " local change(s) waiting to upload (the server failed; retried later)\n";
             if (auto n = c.value("RefusedUploads", 0u))
                 std::cout << "      " << n << " local file(s) refused by the server; sent again once changed\n";
             if (auto why = str(c, "DeletionRefused"); !why.empty())
-                std::cout << "      deletion refused: " << why << "\n";
+                std::cout << "      deletion refused: " << shown(why) << "\n";
         }
     }
     return 0;
@@ -121,52 +130,36 @@ std::optional<Target> find_target(const Snapshot& s, const std::string& account,
                          cpath.substr(cpath.rfind('/') + 1) == davsyncd::bus::path_element(collection);
             if (match) return Target{cpath, "io.github.davsyncd.Collection1", path};
         }
-        std::cerr << "davsyncctl: account '" << account << "' has no collection '" << collection << "'\n";
+        std::cerr << "davsyncctl: account '" << shown(account) << "' has no collection '" << shown(collection) << "'\n";
         return std::nullopt;
     }
-    std::cerr << "davsyncctl: no account '" << account << "'\n";
+    std::cerr << "davsyncctl: no account '" << shown(account) << "'\n";
     return std::nullopt;
 }
 
 int sync(Client& client, const std::string& account, const std::string& collection, bool wait, int timeout,
          bool as_json) {
-    Snapshot s = client.snapshot();
-    std::set<std::string> waiting;  // account paths whose user sync has not finished
     std::optional<Target> target;
-    if (account.empty()) {
-        for (const auto& [path, a] : s.accounts) waiting.insert(path);
-    } else {
-        target = find_target(s, account, collection);
+    if (!account.empty()) {
+        target = find_target(client.snapshot(), account, collection);
         if (!target) return 1;
-        waiting.insert(target->account_path);
     }
-
-    std::mutex mu;
-    std::condition_variable cv;
-    std::map<std::string, uint64_t> started;  // account path -> id of our sync
+    const std::string path = target ? target->path : "";
+    const char* interface = target ? target->interface : nullptr;
+    if (!wait) {
+        if (target) client.sync(path, interface);
+        else client.sync_all();
+        return 0;
+    }
     bool all_ok = true;
-    if (wait) {
-        client.watch([&](const std::string& path, const std::string&, const std::string& member, const json& args) {
-            std::lock_guard lock(mu);
-            if (!waiting.contains(path)) return;
-            if (member == "SyncStarted" && !started.contains(path)) {
-                auto reasons = args.value("reasons", std::vector<std::string>{});
-                if (std::find(reasons.begin(), reasons.end(), "user") != reasons.end()) started[path] = args["id"];
-            } else if (member == "SyncFinished" && started.contains(path) && args["id"] == started[path]) {
-                if (as_json) std::cout << json{{"account", path}, {"result", args["result"]}, {"summary", args["summary"]}}.dump() << std::endl;
-                else std::cout << args["summary"].get<std::string>() << std::endl;
-                all_ok &= args["result"] == "ok";
-                waiting.erase(path);
-                cv.notify_all();
-            }
+    bool finished = client.sync_and_wait(
+        path, interface, std::chrono::seconds(timeout),
+        [&](const std::string& account_path, const std::string& result, const std::string& summary) {
+            if (as_json) std::cout << json{{"account", account_path}, {"result", result}, {"summary", summary}}.dump() << std::endl;
+            else std::cout << summary << std::endl;
+            all_ok &= result == "ok";
         });
-    }
-    if (target) client.sync(target->path, target->interface);
-    else client.sync_all();
-    if (!wait) return 0;
-
-    std::unique_lock lock(mu);
-    if (!cv.wait_for(lock, std::chrono::seconds(timeout), [&] { return waiting.empty(); })) {
+    if (!finished) {
         std::cerr << "davsyncctl: gave up waiting after " << timeout << " s; the sync goes on in the daemon\n";
         return 3;
     }
@@ -176,10 +169,10 @@ int sync(Client& client, const std::string& account, const std::string& collecti
 int watch(Client& client, bool as_json) {
     client.watch([as_json](const std::string& path, const std::string& iface, const std::string& member, const json& args) {
         if (as_json) {
-            std::cout << json{{"path", path}, {"interface", iface}, {"signal", member}, {"args", args}}.dump() << std::endl;
+            std::cout << dumped(json{{"path", path}, {"interface", iface}, {"signal", member}, {"args", args}}) << std::endl;
         } else {
-            std::cout << when(json(static_cast<uint64_t>(std::time(nullptr)) * 1000000)) << "  " << path << "  "
-                      << member << "  " << args.dump() << std::endl;
+            std::cout << when(json(static_cast<uint64_t>(std::time(nullptr)) * 1000000)) << "  " << shown(path) << "  "
+                      << shown(member) << "  " << dumped(args) << std::endl;
         }
     });
     sigset_t set;
@@ -234,7 +227,7 @@ int main(int argc, char** argv) {
             auto target = find_target(s, args[1].substr(0, slash), args[1].substr(slash + 1));
             if (!target) return 1;
             client.confirm_deletion(target->path);
-            std::cout << "confirmed; " << args[1] << " is syncing\n";
+            std::cout << "confirmed; " << shown(args[1]) << " is syncing\n";
             return 0;
         }
         if (cmd == "reload" && args.size() == 1) {
@@ -245,10 +238,10 @@ int main(int argc, char** argv) {
         std::cerr << "davsyncctl: unknown command\n" << kUsage;
         return 2;
     } catch (const davsyncd::bus::NotRunning& e) {
-        std::cerr << "davsyncctl: " << e.what() << "\n";
+        std::cerr << "davsyncctl: " << shown(e.what()) << "\n";
         return 4;
     } catch (const sdbus::Error& e) {
-        std::cerr << "davsyncctl: " << e.getMessage() << " (" << e.getName() << ")\n";
+        std::cerr << "davsyncctl: " << shown(e.getMessage()) << " (" << shown(e.getName()) << ")\n";
         return 1;
     }
 }

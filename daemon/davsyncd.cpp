@@ -6,6 +6,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <iostream>
 #include <string>
 #include <string_view>
@@ -17,6 +18,8 @@
 
 #include "app/commands.hpp"
 #include "app/daemon.hpp"
+#include "app/state_lock.hpp"
+#include "bus/client.hpp"
 #include "bus/objects.hpp"
 #include "core/event_loop.hpp"
 #include "config/config.hpp"
@@ -48,6 +51,9 @@ Exit status:
   0   done (--once, --discover), or the daemon was stopped (SIGTERM)
   1   a sync or discovery failed; no session bus, or it went away
   2   a bad command line
+  75  another davsyncd owns the state folder and cannot take the request
+      (EX_TEMPFAIL: a second daemon, or --once with no way to reach the
+      running daemon over D-Bus; --once otherwise asks the daemon to sync)
   78  the configuration is missing or invalid, or has no such --account
       (EX_CONFIG; the systemd unit does not restart davsyncd for it)
 )";
@@ -137,6 +143,40 @@ int run_daemon(davsyncd::config::Config cfg, const davsyncd::fs::XdgDirs& xdg) {
     return daemon.lost_bus() ? 1 : 0;
 }
 
+// `--once` while a daemon owns the state folder: two writers of one state
+// file would lose records, so the daemon does the sync and we print its
+// lines. Without a way to reach it, refuse (EX_TEMPFAIL) and say who holds it.
+int once_through_daemon(const davsyncd::config::Config& cfg, const std::string& account, bool force_delete,
+                        pid_t holder) {
+    using namespace davsyncd;
+    const auto who = cat("davsyncd (pid ", holder, ") is running on ", cfg.state_dir.string());
+    if (force_delete) {
+        log::error(who, "; confirm refused deletions through it: davsyncctl confirm-delete ACCOUNT/COLLECTION");
+        return EX_TEMPFAIL;
+    }
+    try {
+        bus::Client client;
+        log::info(who, "; asking it to sync");
+        bool all_ok = true;
+        bool finished = client.sync_and_wait(
+            account.empty() ? "" : bus::account_path(account), "io.github.davsyncd.Account1", std::chrono::minutes(30),
+            [&](const std::string&, const std::string& result, const std::string& summary) {
+                std::cout << summary << std::endl;
+                all_ok &= result == "ok";
+            });
+        if (!finished) {
+            log::error("the running davsyncd did not finish within 30 minutes; its sync goes on");
+            return 1;
+        }
+        return all_ok ? 0 : 1;
+    } catch (const bus::NotRunning& e) {
+        log::error(who, " and cannot be asked to sync (", e.what(), "); stop it first");
+    } catch (const sdbus::Error& e) {
+        log::error(who, " and cannot be asked to sync (", e.getMessage(), "); stop it first");
+    }
+    return EX_TEMPFAIL;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -175,10 +215,30 @@ int main(int argc, char** argv) {
         }
     }
 
+    // The daemon and --once write the state and vdir folders: one at a time.
+    std::optional<app::StateLock> lock;
+    pid_t holder = 0;
+    if (!opts.discover) {
+        try {
+            lock = app::StateLock::try_take(cfg.state_dir, holder);
+        } catch (const fs::IoError& e) {
+            log::error(e.what());
+            return 1;
+        }
+    }
     int status = 0;
-    if (opts.discover) status = app::discover(cfg, opts.account, opts.json, std::cout);
-    else if (opts.once) status = app::sync_once(cfg, opts.account, opts.force_delete, std::cout);
-    else status = run_daemon(std::move(cfg), xdg);
+    if (opts.discover) {
+        status = app::discover(cfg, opts.account, opts.json, std::cout);
+    } else if (opts.once) {
+        status = lock ? app::sync_once(cfg, opts.account, opts.force_delete, std::cout)
+                      : once_through_daemon(cfg, opts.account, opts.force_delete, holder);
+    } else if (!lock) {
+        log::error("another davsyncd (pid ", holder, ") is running on ", cfg.state_dir.string(),
+                   "; not starting a second one");
+        status = EX_TEMPFAIL;
+    } else {
+        status = run_daemon(std::move(cfg), xdg);
+    }
     curl_global_cleanup();
     return status;
 }

@@ -1,5 +1,10 @@
 #include "bus/client.hpp"
 
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <set>
+
 #include "bus/objects.hpp"
 #include "core/log.hpp"
 
@@ -88,6 +93,39 @@ void Client::call(const std::string& path, const char* interface, const char* me
 }
 
 void Client::sync_all() { call(kRootPath, kManager, "SyncAll"); }
+
+bool Client::sync_and_wait(const std::string& path, const char* interface, std::chrono::seconds timeout,
+                           const FinishedHandler& on_finished) {
+    // The accounts whose sync we wait for: one, or all of them.
+    std::set<std::string> waiting;
+    auto snap = snapshot();
+    if (path.empty()) {
+        for (const auto& [account, props] : snap.accounts) waiting.insert(account);
+    } else {
+        for (const auto& [account, props] : snap.accounts)
+            if (path == account || path.starts_with(account + "/")) waiting.insert(account);
+    }
+    std::mutex mu;
+    std::condition_variable cv;
+    std::map<std::string, uint64_t> started;  // account path -> id of the sync asked for here
+    // Subscribed before the call, so that no SyncStarted can be missed.
+    watch([&](const std::string& from, const std::string&, const std::string& member, const nlohmann::json& args) {
+        std::lock_guard lock(mu);
+        if (!waiting.contains(from)) return;
+        if (member == "SyncStarted" && !started.contains(from)) {
+            auto reasons = args.value("reasons", std::vector<std::string>{});
+            if (std::find(reasons.begin(), reasons.end(), "user") != reasons.end()) started[from] = args["id"];
+        } else if (member == "SyncFinished" && started.contains(from) && args["id"] == started[from]) {
+            on_finished(from, args["result"].get<std::string>(), args["summary"].get<std::string>());
+            waiting.erase(from);
+            cv.notify_all();
+        }
+    });
+    if (path.empty()) sync_all();
+    else sync(path, interface);
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, timeout, [&] { return waiting.empty(); });
+}
 void Client::sync(const std::string& object_path, const char* interface) { call(object_path, interface, "Sync"); }
 void Client::reload() { call(kRootPath, kManager, "Reload"); }
 void Client::confirm_deletion(const std::string& collection_path) {

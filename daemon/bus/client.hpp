@@ -6,6 +6,7 @@
 // connection's own event-loop thread (see watch()).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -43,6 +44,16 @@ public:
     void sync(const std::string& object_path, const char* interface);
     void reload();
     void confirm_deletion(const std::string& collection_path);
+
+    // A user sync of `target` (an account or collection object path with its
+    // interface; an empty path = SyncAll), waiting for the SyncFinished of
+    // each account it started. `on_finished(account path, result, summary)`
+    // runs for each as it ends (on the connection's thread). False when
+    // `timeout` passed first; the syncs go on in the daemon.
+    using FinishedHandler =
+        std::function<void(const std::string& account_path, const std::string& result, const std::string& summary)>;
+    bool sync_and_wait(const std::string& path, const char* interface, std::chrono::seconds timeout,
+                       const FinishedHandler& on_finished);
 
     // Delivers every signal the daemon sends (member, path, interface,
     // arguments as JSON) on the connection's thread until the Client dies.
