@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from davtest.daemon import DaemonEnv, davsyncd_path  # noqa: E402
 from davtest.dbus import PrivateBus  # noqa: E402
-from davtest.davical import DAViCal  # noqa: E402
+from davtest.davical import DAVSYNCD_BUG_DAVICAL_412, DAViCal  # noqa: E402
 from davtest.servers import DavServer, SERVERS  # noqa: E402
 
 # Every real server the tests can run against, by name.
@@ -42,14 +42,31 @@ NOT_FOR_SERVER = {
         "runs this scenario with DAViCal's counts",
 }
 
+# Parametrisations that fail because of a davsyncd bug seen only against
+# one server: expected failures (not strict, so that they simply pass once
+# the daemon is fixed; then drop the entry). Same key as NOT_FOR_SERVER.
+KNOWN_DAEMON_BUGS = {
+    (test_file, test, "davical"): DAVSYNCD_BUG_DAVICAL_412
+    for test_file, test in [
+        ("test_sync.py", "test_conflict_server_wins_by_default"),
+        ("test_sync.py", "test_conflict_local_wins"),
+        ("test_sync.py", "test_conflict_newest"),
+        ("test_sync.py", "test_conflict_copy_never_replaces_an_earlier_one"),
+        ("test_convergence.py", "test_random_changes_on_both_sides_converge"),
+    ]
+}
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         callspec = getattr(item, "callspec", None)
         kind = callspec.params.get("dav_server") if callspec is not None else None
-        reason = NOT_FOR_SERVER.get((item.path.name, getattr(item, "originalname", item.name), kind))
-        if reason:
-            item.add_marker(pytest.mark.skip(reason=f"{kind}: {reason}"))
+        key = (item.path.name, getattr(item, "originalname", item.name), kind)
+        if key in NOT_FOR_SERVER:
+            item.add_marker(pytest.mark.skip(reason=f"{kind}: {NOT_FOR_SERVER[key]}"))
+        elif key in KNOWN_DAEMON_BUGS:
+            item.add_marker(pytest.mark.xfail(reason=f"{kind}: {KNOWN_DAEMON_BUGS[key]}",
+                                              raises=AssertionError, strict=False))
 
 
 def _start(kind: str, workdir: Path) -> DavServer:
