@@ -155,8 +155,8 @@ int sync(Client& client, const std::string& account, const std::string& collecti
     bool finished = client.sync_and_wait(
         path, interface, std::chrono::seconds(timeout),
         [&](const std::string& account_path, const std::string& result, const std::string& summary) {
-            if (as_json) std::cout << json{{"account", account_path}, {"result", result}, {"summary", summary}}.dump() << std::endl;
-            else std::cout << summary << std::endl;
+            if (as_json) std::cout << dumped(json{{"account", account_path}, {"result", result}, {"summary", summary}}) << std::endl;
+            else std::cout << davsyncd::sanitize::for_terminal(summary, davsyncd::sanitize::Lines::many) << std::endl;
             all_ok &= result == "ok";
         });
     if (!finished) {

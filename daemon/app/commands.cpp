@@ -7,6 +7,7 @@
 
 #include "core/fs.hpp"
 #include "core/log.hpp"
+#include "core/sanitize.hpp"
 #include "dav/discovery.hpp"
 #include "sync/account_sync.hpp"
 
@@ -27,19 +28,23 @@ std::filesystem::path account_state_dir(const config::Config& cfg, const config:
 
 namespace {
 
+// Everything printed here comes from a server or the configuration: a
+// terminal must show its control characters, not obey them.
+std::string shown(std::string_view text) { return sanitize::for_terminal(text); }
+
 void print_table(const config::Account& account, const dav::DiscoveryResult& r, std::ostream& out) {
-    out << "Account '" << account.id << "' (" << url::redact(account.url) << ")\n";
-    if (!r.principal_url.empty()) out << "  principal: " << url::redact(r.principal_url) << "\n";
+    out << "Account '" << shown(account.id) << "' (" << shown(url::redact(account.url)) << ")\n";
+    if (!r.principal_url.empty()) out << "  principal: " << shown(url::redact(r.principal_url)) << "\n";
     out << "  push: " << (r.server_advertises_push ? "server announces webdav-push" : "not announced by server") << "\n";
     for (const auto& c : r.collections) {
         out << "  " << std::left << std::setw(12) << dav::to_string(c.kind) << std::setw(24)
-            << (c.display_name.empty() ? c.id : c.display_name) << url::redact(c.url) << (c.read_only ? " read-only" : "")
-            << "\n";
-        out << "      id=" << c.id;
-        if (!c.color.empty()) out << " color=" << c.color;
+            << shown(c.display_name.empty() ? c.id : c.display_name) << shown(url::redact(c.url))
+            << (c.read_only ? " read-only" : "") << "\n";
+        out << "      id=" << shown(c.id);
+        if (!c.color.empty()) out << " color=" << shown(c.color);
         if (!c.components.empty()) {
             out << " components=";
-            for (size_t i = 0; i < c.components.size(); ++i) out << (i ? "," : "") << c.components[i];
+            for (size_t i = 0; i < c.components.size(); ++i) out << (i ? "," : "") << shown(c.components[i]);
         }
         // Without sync-collection the engine compares the ctag, then lists etags.
         out << " sync=" << (c.supports_sync_collection ? "sync-collection" : "etags");
@@ -71,7 +76,10 @@ int discover(const config::Config& cfg, const std::string& only_account, bool js
             status = 1;
         }
     }
-    if (json) out << doc.dump(2) << "\n";
+    // ASCII only (\uXXXX escapes): the same data for a parser, nothing a
+    // terminal acts on; bytes that are not UTF-8 become U+FFFD instead of
+    // an exception that would lose the whole listing.
+    if (json) out << doc.dump(2, ' ', true, nlohmann::json::error_handler_t::replace) << "\n";
     return status;
 }
 
@@ -87,13 +95,13 @@ int sync_once(const config::Config& cfg, const std::string& only_account, bool f
             for (const auto& plan : sync::plan_collections(account, state_dir, found.collections)) {
                 try {
                     auto report = sync::sync_collection(*http, plan, account, {.force_delete = force_delete});
-                    out << sync::summary(plan.label, report) << std::endl;
+                    out << shown(sync::summary(plan.label, report)) << std::endl;
                     if (report.refused_mass_deletion) status = 1;
                 } catch (const std::exception& e) {
                     if (auto* remote = dynamic_cast<const dav::RemoteError*>(&e))
                         collection_gone |= remote->status == 404 || remote->status == 410;
                     log::error(plan.label, ": sync failed: ", e.what());
-                    out << plan.label << ": FAILED: " << e.what() << std::endl;
+                    out << shown(plan.label) << ": FAILED: " << shown(e.what()) << std::endl;
                     status = 1;
                 }
             }

@@ -3,6 +3,10 @@
 // per update for the names whose values changed, and hands method calls to
 // the callbacks it was given. The contract is the XML in dbus/.
 //
+// Every string property and signal argument passes sanitize::for_bus as it
+// is set: much of it is server text, and sd-bus refuses (by throwing) what
+// JSON and XML allow, such as a display name holding U+FDD0.
+//
 // Thread affinity: main loop only (the thread that processes the connection).
 #pragma once
 
@@ -99,15 +103,9 @@ public:
                   std::function<void()> on_sync);
     ~AccountObject();
     void update(const AccountValues& values);
-    void sync_started(uint64_t id, const std::vector<std::string>& reasons) {
-        emit_quietly([&] { emitSyncStarted(id, reasons); });
-    }
-    void sync_finished(uint64_t id, const std::string& result, const std::string& summary) {
-        emit_quietly([&] { emitSyncFinished(id, result, summary); });
-    }
-    void collection_removed(const std::string& id, const std::string& folder, const std::string& kept_at) {
-        emit_quietly([&] { emitCollectionRemoved(id, folder, kept_at); });
-    }
+    void sync_started(uint64_t id, const std::vector<std::string>& reasons);
+    void sync_finished(uint64_t id, const std::string& result, const std::string& summary);
+    void collection_removed(const std::string& id, const std::string& folder, const std::string& kept_at);
 
 private:
     void Sync() override { on_sync_(); }
@@ -151,9 +149,7 @@ public:
                      Handlers handlers);
     ~CollectionObject();
     void update(const CollectionValues& values);
-    void changed(const std::vector<std::string>& written, const std::vector<std::string>& removed) {
-        if (!written.empty() || !removed.empty()) emit_quietly([&] { emitChanged(written, removed); });
-    }
+    void changed(const std::vector<std::string>& written, const std::vector<std::string>& removed);
 
 private:
     void Sync() override { handlers_.sync(); }

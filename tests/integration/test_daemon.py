@@ -869,3 +869,53 @@ def test_losing_the_session_bus_stops_the_daemon_cleanly(radicale, daemon_env, b
     res = daemon_env.run("--config", demo.config, "--once")
     assert res.returncode == 0, res.stderr
     assert " 0 down, 0 up" in res.stdout and "FAILED" not in res.stdout
+
+
+# ------------------------------------------------------------------ 9. hostile server text
+
+
+# U+FDD0 is a Unicode non-character: valid in XML and JSON, refused by sd-bus.
+# U+009B (C1 CSI) and U+202E (right-to-left override) are valid on the bus,
+# but a terminal obeys them.
+BUS_REFUSED_NAME = "Bad\ufdd0Name"
+TERMINAL_HOSTILE_NAME = "Red\u009b31m\u202eevil"
+
+
+def test_a_display_name_sd_bus_refuses_is_replaced_and_the_daemon_survives_a_restart(
+        radicale, daemon_env, bus, start_daemon):
+    radicale.make_calendar("x", BUS_REFUSED_NAME)
+    radicale.make_calendar("y", TERMINAL_HOSTILE_NAME)
+    config = demo_config(daemon_env, radicale)
+
+    # The second start loads the cached collections.json: a name that
+    # crashed the first start used to crash every later one as well.
+    for run in range(2):
+        d = start_daemon(config)
+        d.wait_synced()
+        assert d.collection("x")["DisplayName"] == "Bad\ufffdName", run
+        # The bus carries valid text faithfully; only terminals need escapes.
+        assert d.collection("y")["DisplayName"] == TERMINAL_HOSTILE_NAME, run
+        assert d.account()["LastResult"] == "ok"
+        assert d.ctl("sync").returncode == 0
+        assert d.proc.poll() is None, d.death()
+
+        res = d.ctl("status")
+        assert res.returncode == 0, res.stderr
+        assert "Bad\ufffdName" in res.stdout
+        assert "Red\\u009b31m\\u202eevil" in res.stdout, res.stdout
+        assert "\u009b" not in res.stdout and "\u202e" not in res.stdout
+        assert d.stop() == 0, d.log()[-2000:]
+        assert "terminate called" not in d.log()
+
+    res = daemon_env.run("--config", config, "--discover")
+    assert res.returncode == 0, res.stderr
+    assert "Bad\ufffdName" in res.stdout and "Red\\u009b31m\\u202eevil" in res.stdout, res.stdout
+    assert "\u009b" not in res.stdout and "\u202e" not in res.stdout and "\ufdd0" not in res.stdout
+
+    # JSON is for parsers: the names as the server has them, in ASCII escapes
+    # that a terminal shows as they are.
+    res = daemon_env.run("--config", config, "--discover", "--json")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.isascii(), res.stdout
+    names = {c.get("displayname") for a in json.loads(res.stdout)["accounts"] for c in a["collections"]}
+    assert {BUS_REFUSED_NAME, TERMINAL_HOSTILE_NAME} <= names, names
