@@ -1,7 +1,12 @@
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <future>
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
+#include <thread>
 
 #include "sync/item.hpp"
 
@@ -27,6 +32,28 @@ const char* const kEventCrlf =
     "SUMMARY:Meeting\r\n"
     "END:VEVENT\r\n"
     "END:VCALENDAR\r\n";
+
+// Runs `fn` on a thread of its own and waits at most `limit` for it: a
+// parser gone quadratic fails the test instead of hanging the suite. `fn`
+// must own everything it touches (shared_ptr captures), since a thread that
+// misses the deadline is abandoned, not joined.
+template <typename Fn>
+bool finishes_within(std::chrono::seconds limit, Fn fn) {
+    auto done = std::make_shared<std::promise<void>>();
+    auto finished = done->get_future();
+    std::thread([done, fn = std::move(fn)]() mutable {
+        fn();
+        done->set_value();
+    }).detach();
+    return finished.wait_for(limit) == std::future_status::ready;
+}
+
+std::string repeated(std::string_view line, int times) {
+    std::string out;
+    out.reserve(line.size() * static_cast<size_t>(times));
+    for (int i = 0; i < times; ++i) out.append(line);
+    return out;
+}
 
 }  // namespace
 
@@ -182,6 +209,46 @@ TEST_CASE("looks_like accepts BOM, whitespace and any case") {
     CHECK_FALSE(looks_like(ItemFormat::vcard, "BEGIN:VCARDX\n"));
     CHECK_FALSE(looks_like(ItemFormat::icalendar, ""));
     CHECK_FALSE(looks_like(ItemFormat::icalendar, "<html>BEGIN:VCALENDAR"));
+}
+
+// Each stray END used to search the whole stack of open components: 100 000
+// of them under 100 000 open ones took minutes. The deadline only guards
+// against a hang; linear parsing takes well under a second.
+TEST_CASE("100 000 BEGIN lines then 100 000 unmatched END lines parse in linear time, correctly") {
+    constexpr int kDepth = 100000;
+    struct Outcome {
+        std::optional<std::string> uid, stamp, uid_after_add;
+    };
+    auto outcome = std::make_shared<Outcome>();
+    auto hostile = std::make_shared<std::string>("BEGIN:VCALENDAR\r\n" + repeated("BEGIN:X\r\n", kDepth) +
+                                                 repeated("END:Y\r\n", kDepth) +
+                                                 "BEGIN:VEVENT\r\nUID:deep\r\nDTSTAMP:20240105T101500Z\r\n"
+                                                 "END:VEVENT\r\n" + repeated("end:x\r\n", kDepth) +
+                                                 "BEGIN:VTODO\r\nEND:VTODO\r\nEND:VCALENDAR\r\n");
+    REQUIRE(finishes_within(std::chrono::seconds(60), [hostile, outcome] {
+        outcome->uid = find_uid(*hostile);
+        outcome->stamp = modification_stamp(*hostile);
+        outcome->uid_after_add = find_uid(add_uid(*hostile, "added"));
+    }));
+    // The stray ENDs closed nothing; the VEVENT nested in every X is the item.
+    CHECK(outcome->uid == "deep");
+    CHECK(outcome->stamp == "20240105101500");
+    CHECK(outcome->uid_after_add == "deep");
+}
+
+TEST_CASE("END closes the innermost open component of its name and everything opened inside it") {
+    // END:VEVENT closes the unterminated X inside it, so the UID after it is
+    // the calendar's (ignored), not the event's; a stray END:VEVENT later is ignored.
+    std::string text =
+        "BEGIN:VCALENDAR\nBEGIN:VEVENT\nBEGIN:X\nEND:VEVENT\nUID:outside\nEND:VEVENT\n"
+        "BEGIN:VTODO\nUID:todo\nEND:VTODO\nEND:VCALENDAR\n";
+    CHECK_FALSE(find_uid(text).has_value());
+    std::string with = add_uid(text, "new");
+    CHECK(with.find("BEGIN:VEVENT\nUID:new\n") != std::string::npos);
+    CHECK(with.find("BEGIN:VTODO\nUID:todo\n") != std::string::npos);
+    // Names match case-insensitively; a nested component of the same name
+    // is closed first.
+    CHECK(find_uid("BEGIN:VCARD\nBEGIN:vcard\nUID:inner\nend:VCARD\nUID:outer\nEND:VCARD\n") == "outer");
 }
 
 TEST_CASE("extension and content_type") {
