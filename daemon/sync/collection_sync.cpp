@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <ctime>
 #include <map>
 #include <set>
@@ -25,12 +26,32 @@ std::filesystem::path uploads_path(const std::filesystem::path& state_file) {
     return state_file.string() + ".uploads";
 }
 
+// Items this client created on the server after the stored sync token (see
+// CollectionSync::created_since_token_).
+std::filesystem::path created_path(const std::filesystem::path& state_file) {
+    return state_file.string() + ".created";
+}
+
 // Follows a 507-truncated sync-collection only while it makes progress: a
 // server that hands back the token it was given, one it gave before, a page
 // with no href not seen yet in this sync, or more pages than the collection
 // can need, is going round in circles (or is hostile) and gets no more
 // requests. The cap lets a server that sends at least ten items a page list
 // the whole collection and a thousand changes.
+// Whether `content` ends with the END line of its outer component: a body
+// cut short (a connection reset with a length that matched) does not.
+bool ends_whole(ItemFormat format, std::string_view content) {
+    while (!content.empty() && (content.back() == '\n' || content.back() == '\r' || content.back() == ' ' ||
+                                content.back() == '\t'))
+        content.remove_suffix(1);
+    std::string_view end = format == ItemFormat::icalendar ? "END:VCALENDAR" : "END:VCARD";
+    if (content.size() < end.size()) return false;
+    auto tail = content.substr(content.size() - end.size());
+    for (size_t i = 0; i < end.size(); ++i)
+        if (std::toupper(static_cast<unsigned char>(tail[i])) != end[i]) return false;
+    return content.size() == end.size() || content[content.size() - end.size() - 1] == '\n';
+}
+
 // How a read-only collection answers any write, without being asked.
 dav::WriteResult read_only_refusal() { return {403, {}, "the collection is read-only", {}}; }
 
@@ -118,6 +139,7 @@ SyncReport CollectionSync::run() {
     report_ = {};
     state_ = CollectionState::load(opts_.state_file);
     failures_ = UploadFailures::load(uploads_path(opts_.state_file));
+    created_since_token_ = load_created();
     if (state_.collection_url != remote_.url()) {
         if (!state_.collection_url.empty())
             log::warning(opts_.label, ": state belonged to ", url::redact(state_.collection_url), "; starting afresh");
@@ -357,7 +379,7 @@ void CollectionSync::upload_creation(const std::string& file) {
     if (w.precondition_failed()) {
         // Something already lives at that href: this very item (an earlier
         // upload whose answer was lost), or another one that took the name.
-        auto existing = remote_.get(href);
+        auto existing = server_copy(href);
         if (existing && find_uid(existing->data) == uid) {
             state_.items[href_key(href)] = ItemState{href, existing->etag, file, content_hash(existing->data), 0, 0};
             resolve_conflict(href_key(href), content);
@@ -372,6 +394,7 @@ void CollectionSync::upload_creation(const std::string& file) {
     }
     failures_.forget(file);
     record(href_key(href), href, w.etag, file, content_hash(content));
+    created_since_token_.insert(href_key(href));
     ++report_.uploaded;
 }
 
@@ -387,7 +410,7 @@ void CollectionSync::upload_edit(const std::string& key) {
     if (base.empty()) {
         // The server gave no usable etag for the version we know (a weak one
         // after a PUT). Look before writing: unchanged there means ours to update.
-        auto server = remote_.get(item.href);
+        auto server = server_copy(item.href);
         if (!server || content_hash(server->data) != item.hash || server->etag.empty()) {
             resolve_conflict(key, content);
             return;
@@ -420,7 +443,7 @@ void CollectionSync::upload_deletion(const std::string& key) {
         return;
     }
     // 412: changed on the server after we last saw it. An edit beats a deletion.
-    auto current = remote_.get(item.href);
+    auto current = server_copy(item.href);
     if (!current) {
         state_.items.erase(key);
         return;
@@ -457,7 +480,7 @@ void CollectionSync::refuse(const Upload& change, const dav::WriteResult& w) {
     ++report_.refused;
     failures_.forget(change.file);
     std::optional<dav::MemberData> server;
-    if (change.key) server = remote_.get(state_.items.at(*change.key).href);
+    if (change.key) server = server_copy(state_.items.at(*change.key).href);
     const std::string why = cat("refused by the server (", w.describe(), ")");
     if (change.deletion) {
         if (server) restore_server_version(*change.key, *server);
@@ -485,6 +508,19 @@ void CollectionSync::refuse(const Upload& change, const dav::WriteResult& w) {
     log::warning(opts_.label, ": ", change.file, ": ", why, "; left in place, not sent again until it changes");
 }
 
+// The server's current version of one item (GET), nullopt when it has none.
+// A body that is not a whole item (a connection cut mid-body with a length
+// that matched) is never taken for the server's version: it would be
+// written here, or lose against our version and be overwritten there.
+std::optional<dav::MemberData> CollectionSync::server_copy(const Href& href) {
+    auto copy = remote_.get(href);
+    if (copy && (!looks_like(local_.format(), copy->data) || !ends_whole(local_.format(), copy->data)))
+        throw dav::RemoteError(cat("GET ", url::redact(href.str()), ": the server sent something that is not a whole ",
+                                   extension(local_.format()), " item; trying again next sync"),
+                               0, std::nullopt);
+    return copy;
+}
+
 // Puts the server's version of a known item back in the folder.
 void CollectionSync::restore_server_version(const std::string& key, const dav::MemberData& server) {
     const std::string file = state_.items.at(key).file;
@@ -500,7 +536,7 @@ void CollectionSync::restore_server_version(const std::string& key, const dav::M
 // version that stays in place; the other one is kept in the conflicts folder.
 void CollectionSync::resolve_conflict(const std::string& key, const std::string& local_content) {
     ItemState item = state_.items.at(key);
-    auto server = remote_.get(item.href);
+    auto server = server_copy(item.href);
     if (!server) {
         // Deleted on the server, edited here: the edit wins.
         auto w = remote_.put(item.href, local_content, dav::PutCondition::create);
@@ -511,6 +547,7 @@ void CollectionSync::resolve_conflict(const std::string& key, const std::string&
         failures_.forget(item.file);
         record(key, item.href, w.etag, item.file, content_hash(local_content));
         ++report_.uploaded;
+        created_since_token_.insert(key);
         log::info(opts_.label, ": ", item.file, ": deleted on the server but edited here; uploaded again");
         return;
     }
@@ -586,6 +623,7 @@ void CollectionSync::pull() {
 void CollectionSync::pull_incremental() {
     PageGuard guard(state_.items.size());
     std::set<std::string> gone;
+    std::set<std::string> seen;  // every key the pages named, to check our own creations against
     SyncToken cursor = state_.token;
     for (;;) {
         check_cancel();
@@ -608,15 +646,19 @@ void CollectionSync::pull_incremental() {
         }
         std::vector<Href> fetch;
         for (const auto& c : page.changed) {
+            seen.insert(href_key(c.href));
             gone.erase(href_key(c.href));
             auto it = state_.items.find(href_key(c.href));
             if (it == state_.items.end() || it->second.etag.empty() || it->second.etag != c.etag) fetch.push_back(c.href);
         }
-        for (const auto& h : page.deleted)
+        for (const auto& h : page.deleted) {
+            seen.insert(href_key(h));
             if (state_.items.contains(href_key(h))) gone.insert(href_key(h));
+        }
         download(fetch);
         auto asked = std::exchange(cursor, page.token);
-        if (gone.empty()) {
+        // Resumable page by page, while nothing waits to be checked at the end.
+        if (gone.empty() && created_since_token_.empty()) {
             state_.token = cursor;
             save_state();
         }
@@ -628,9 +670,21 @@ void CollectionSync::pull_incremental() {
         }
         log::debug(opts_.label, ": result truncated by the server; asking for the rest");
     }
+    // An item we created after our token and the server deleted since may
+    // go unreported: RFC 6578 §3.5 lets a server omit what was created and
+    // removed after the token (Xandikos 0.2.8 does). Look at each one that
+    // the report did not name.
+    for (const auto& key : created_since_token_) {
+        auto it = state_.items.find(key);
+        if (seen.contains(key) || it == state_.items.end()) continue;
+        if (server_copy(it->second.href)) continue;
+        log::info(opts_.label, ": ", it->second.file, ": created here after the last sync, deleted on the server since");
+        gone.insert(key);
+    }
     if (deletion_needs_confirmation(gone.size(), state_.items.size() - gone.size(), "server")) return;
     for (const auto& key : gone) apply_remote_deletion(key);
     state_.token = cursor;
+    token_covers_all();
     save_state();
 }
 
@@ -666,6 +720,7 @@ void CollectionSync::recover_with_listing() {
     if (deletion_needs_confirmation(gone.size(), state_.items.size() - gone.size(), "server")) return;
     for (const auto& key : gone) apply_remote_deletion(key);
     state_.token = token;
+    token_covers_all();
     save_state();
 }
 
@@ -684,6 +739,7 @@ void CollectionSync::pull_full_listing() {
     store_downloads(all);
     for (const auto& key : gone) apply_remote_deletion(key);
     state_.token = token;
+    token_covers_all();
     save_state();
 }
 
@@ -698,6 +754,7 @@ void CollectionSync::pull_by_listing() {
     reconcile_listing(remote_.list_etags());
     if (report_.refused_mass_deletion) return;
     state_.token = token;
+    token_covers_all();
     save_state();
 }
 
@@ -710,6 +767,7 @@ void CollectionSync::pull_by_ctag() {
     reconcile_listing(members);
     if (report_.refused_mass_deletion) return;
     state_.ctag = ctag;
+    token_covers_all();
     save_state();
 }
 
@@ -749,7 +807,12 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
     std::vector<Planned> plan;
     std::vector<std::string> edited_meanwhile;
     std::set<std::string> names_taken;
+    std::set<std::string> keys_seen;
     for (const auto& item : items) {
+        // A response repeated in one multistatus (a proxy, a server bug) is
+        // one item: written twice it would become a second file, and then a
+        // second copy on the server.
+        if (!keys_seen.insert(href_key(item.href)).second) continue;
         if (!looks_like(local_.format(), item.data)) {
             log::warning(opts_.label, ": ", url::redact(item.href.str()), ": server sent something that is not a ",
                          extension(local_.format()), " item; skipped");
@@ -816,6 +879,7 @@ void CollectionSync::apply_remote_deletion(const std::string& key) {
         failures_.forget(item.file);
         record(key, item.href, w.etag, item.file, content_hash(change.content));
         ++report_.uploaded;
+        created_since_token_.insert(key);
         log::info(opts_.label, ": ", item.file, ": deleted on the server but edited here; uploaded again");
         return;
     }
@@ -851,8 +915,39 @@ void CollectionSync::check_cancel() {
 
 void CollectionSync::save_state() {
     state_.save(opts_.state_file);
+    save_created();
     std::error_code ec;
     std::filesystem::remove(journal_path(opts_.state_file), ec);
+}
+
+// The token covers everything now: a later deletion of those items is
+// reported like any other.
+void CollectionSync::token_covers_all() { created_since_token_.clear(); }
+
+std::set<std::string> CollectionSync::load_created() {
+    std::set<std::string> out;
+    std::error_code ec;
+    if (!std::filesystem::exists(created_path(opts_.state_file), ec)) return out;
+    auto j = nlohmann::json::parse(fs::read_file(created_path(opts_.state_file)), nullptr, false);
+    if (j.is_array())
+        for (const auto& k : j)
+            if (k.is_string()) out.insert(k.get<std::string>());
+    created_on_disk_ = out;
+    return out;
+}
+
+void CollectionSync::save_created() {
+    if (created_since_token_ == created_on_disk_) return;
+    std::error_code ec;
+    if (created_since_token_.empty()) {
+        std::filesystem::remove(created_path(opts_.state_file), ec);
+    } else {
+        nlohmann::json keys = nlohmann::json::array();
+        for (const auto& k : created_since_token_) keys.push_back(k);
+        fs::write_atomic(created_path(opts_.state_file), keys.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                         0600);
+    }
+    created_on_disk_ = created_since_token_;
 }
 
 }  // namespace davsyncd::sync

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -121,6 +122,7 @@ private:
     void upload_deletion(const std::string& key);
     void not_taken(const Upload& change, const dav::WriteResult& w);
     void refuse(const Upload& change, const dav::WriteResult& w);
+    std::optional<dav::MemberData> server_copy(const Href& href);
     void restore_server_version(const std::string& key, const dav::MemberData& server);
     void pull();
     void pull_incremental();
@@ -142,12 +144,19 @@ private:
     void record(const std::string& key, const Href& href, const Etag& etag, const std::string& file,
                 const std::string& hash);
     void save_state();
+    void token_covers_all();
+    std::set<std::string> load_created();
+    void save_created();
 
     dav::RemoteCollection& remote_;
     VdirStore& local_;
     SyncOptions opts_;
     CollectionState state_;
     UploadFailures failures_;
+    // Keys of items this client created on the server after the stored
+    // token (kept in "<state file>.created" until a pull completes): the
+    // server may never report their deletion (RFC 6578 §3.5).
+    std::set<std::string> created_since_token_, created_on_disk_;
     SyncReport report_;
 };
 

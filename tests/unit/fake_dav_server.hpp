@@ -25,6 +25,9 @@ public:
     size_t page_size = 0;           // >0: truncate sync-collection results (507)
     bool reject_tokens = false;     // answer sync-collection with valid-sync-token (403)
     bool weak_put_etags = false;    // answer PUT with a weak etag (the engine must not trust it)
+    // Leave out of sync-collection what was created and deleted after the
+    // token, as RFC 6578 §3.5 allows and Xandikos 0.2.8 does.
+    bool omit_created_then_deleted = false;
     std::string path = "/cal/";
     // Runs before the collection's own handling; an answer replaces it.
     // Used to inject refusals, failures and servers that never finish.
@@ -80,6 +83,7 @@ private:
     struct Change {
         unsigned version;
         std::string name;
+        bool removed = false;
     };
 
     void store(const std::string& name, const std::string& data) {
@@ -90,7 +94,7 @@ private:
     void erase(const std::string& name) {
         ++version_;
         items_.erase(name);
-        log_.push_back({version_, name});
+        log_.push_back({version_, name, true});
     }
 
     static std::string between(const std::string& s, const std::string& open, const std::string& close, size_t from = 0) {
@@ -123,6 +127,15 @@ private:
                "</d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>";
     }
     std::string token() const { return "tok-" + std::to_string(version_); }
+    // Whether `name` did not exist at version `since`.
+    bool created_after(const std::string& name, unsigned since) const {
+        bool existed = false;
+        for (const auto& c : log_) {
+            if (c.version > since) break;
+            if (c.name == name) existed = !c.removed;
+        }
+        return !existed;
+    }
     std::string name_of(const std::string& target) const { return target.substr(path.size()); }
 
     CannedResponse handle(const RecordedRequest& r) {
@@ -158,6 +171,7 @@ private:
             if (truncated) ordered.resize(page_size);
             std::string out;
             for (const auto& [v, n] : ordered) {
+                if (!items_.contains(n) && omit_created_then_deleted && created_after(n, since)) continue;
                 if (items_.contains(n)) out += member(n, false);
                 else out += "<d:response><d:href>" + path + n + "</d:href><d:status>HTTP/1.1 404 Not Found</d:status></d:response>";
             }

@@ -822,4 +822,77 @@ TEST_CASE("SabreDAV's 403 for a pruned token (diagnostics before the preconditio
     CHECK(r.conflicts == 0);
 }
 
+// --- found by the fault campaign (tests/integration/test_faults.py) ---
+
+TEST_CASE("a GET cut short is never taken for the server's version") {
+    Fixture f;
+    f.policy = config::ConflictPolicy::local_wins;
+    for (const char* n : {"a", "b"}) f.server.put(std::string(n) + ".ics", event(n, "S"));
+    f.sync();
+    f.write_local("a.ics", event("a", "local edit"));
+    f.server.put("a.ics", event("a", "server edit"));
+    const std::string whole = event("a", "server edit");
+    f.server.intercept = [&](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+        if (r.method == "GET" && r.target == "/cal/a.ics")
+            return testing::CannedResponse{200, {{"ETag", "\"e9\""}}, whole.substr(0, whole.size() / 2)};
+        return std::nullopt;
+    };
+    CHECK_THROWS_AS(f.sync(), dav::RemoteError);
+    CHECK(f.server.items().at("a.ics") == event("a", "server edit"));  // not overwritten
+    CHECK(f.local("a.ics") == event("a", "local edit"));               // not lost
+    CHECK(f.conflict_count() == 0);                                   // no half copy kept as "the server's"
+    f.server.intercept = nullptr;
+    auto r = f.sync();
+    CHECK(r.conflicts == 1);
+    CHECK(f.server.items().at("a.ics") == event("a", "local edit"));
+    auto kept = f.conflict_files("-server-a.ics");
+    REQUIRE(kept.size() == 1);
+    CHECK(fs::read_file(kept[0]) == event("a", "server edit"));
+}
+
+TEST_CASE("a response repeated in a multiget is one item, not two files") {
+    Fixture f;
+    f.server.put("a.ics", event("a", "S"));
+    f.sync();
+    f.server.put("b.ics", event("b", "S"));
+    f.server.intercept = [&](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+        if (r.method != "REPORT" || r.body.find("calendar-multiget") == std::string::npos) return std::nullopt;
+        std::string one = "<d:response><d:href>/cal/b.ics</d:href><d:propstat><d:prop><d:getetag>\"e2\"</d:getetag>"
+                          "<c:calendar-data>" + event("b", "S") + "</c:calendar-data></d:prop>"
+                          "<d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>";
+        return testing::CannedResponse{207, {{"Content-Type", "application/xml"}},
+            R"(<d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">)" + one + one + "</d:multistatus>"};
+    };
+    auto r = f.sync();
+    CHECK(r.downloaded == 1);
+    CHECK(f.local_count() == 2);
+    f.server.intercept = nullptr;
+    auto again = f.sync();
+    CHECK(again.uploaded == 0);
+    CHECK(f.server.items().size() == 2);
+}
+
+TEST_CASE("an item created here after the token and deleted there is seen as deleted, though the report omits it") {
+    Fixture f;
+    f.server.omit_created_then_deleted = true;
+    f.server.put("a.ics", event("a", "S"));
+    f.sync();
+    f.write_local("n.ics", event("n", "new here"));
+    // The sync that uploads it fails before its pull completes (or is killed there).
+    f.server.intercept = [&](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+        if (r.method == "REPORT" && r.body.find("sync-collection") != std::string::npos)
+            return testing::CannedResponse{503, {}, ""};
+        return std::nullopt;
+    };
+    CHECK_THROWS_AS(f.sync(), dav::RemoteError);
+    REQUIRE(f.server.items().count("n.ics") == 1);
+    f.server.remove("n.ics");  // another client deletes it
+    f.server.intercept = nullptr;
+    auto r = f.sync();
+    CHECK(r.deleted_local == 1);
+    CHECK_FALSE(f.local_exists("n.ics"));
+    CHECK(f.server.items().count("n.ics") == 0);  // not uploaded again
+    CHECK(f.sync().requests == 1);
+}
+
 }  // TEST_SUITE
