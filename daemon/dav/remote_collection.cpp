@@ -232,9 +232,15 @@ WriteResult RemoteCollection::write_result(const Request& req, const Response& r
         if (w.ok()) w.status = 500;  // a "success" without an etag or a location is no success
     }
     if (!w.ok()) {
-        // A precondition of the content (valid-calendar-data, no-uid-conflict,
-        // ...) is a refusal even with 412, not a changed etag.
-        if (auto conditions = xml::error_conditions(resp.body); !conditions.empty()) w.condition = conditions.front().local;
+        // A CalDAV/CardDAV precondition of the content (valid-calendar-data,
+        // no-uid-conflict, ...) is a refusal even with 412, not a changed
+        // etag. DAV:if-match or DAV:if-none-match (DAViCal names them with
+        // its 412) is the changed etag itself.
+        for (const auto& c : xml::error_conditions(resp.body))
+            if (c.ns == xml::kCalDav || c.ns == xml::kCardDav) {
+                w.condition = c.local;
+                break;
+            }
         w.reason = xml::server_reason(resp.header("content-type").value_or(""), resp.body);
     }
     return w;

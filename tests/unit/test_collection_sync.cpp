@@ -895,4 +895,23 @@ TEST_CASE("an item created here after the token and deleted there is seen as del
     CHECK(f.sync().requests == 1);
 }
 
+TEST_CASE("DAViCal's 412 naming DAV:if-match is a changed etag (a conflict), not a refusal") {
+    Fixture f;
+    for (const char* n : {"a", "b"}) f.server.put(std::string(n) + ".ics", event(n, "S"));
+    f.sync();
+    f.write_local("a.ics", event("a", "local edit"));
+    f.server.put("a.ics", event("a", "server edit"));
+    // DAViCal 1.1.12 (Debian 12), recorded by tests/integration/test_davical.py.
+    refuse_writes_to(f.server, "a.ics", {412, {{"Content-Type", "text/xml; charset=\"utf-8\""}},
+        R"(<?xml version="1.0" encoding="utf-8" ?>
+<error xmlns="DAV:">
+ <if-match/>Existing resource ETag of "abc" does not match "def"
+</error>
+)"});
+    auto r = f.sync();
+    CHECK(r.refused == 0);
+    CHECK(r.conflicts == 1);
+    CHECK(f.local("a.ics") == event("a", "server edit"));
+}
+
 }  // TEST_SUITE
