@@ -40,7 +40,7 @@ void Fd::reset() {
     fd_ = -1;
 }
 
-Dir::Dir(std::filesystem::path path) : path_(std::move(path)) {
+Dir::Dir(std::filesystem::path path, WriteMethod method) : path_(std::move(path)), method_(method) {
     fd_ = Fd(::open(path_.empty() ? "." : path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd_.valid()) fail("cannot open folder", path_);
 }
@@ -92,13 +92,13 @@ std::string Dir::read(std::string_view name) const {
 
 // The unnamed file needs no temporary name and no rename when the target is
 // new (a first sync: 10 000 of them), and a new inode has exactly `mode`
-// less the umask, so no fchmod either. False when the file system (or a
-// missing /proc) does not allow it; nothing was named then.
-bool Dir::write_unnamed_then_link(const std::string& target, std::string_view data, unsigned mode, bool sync,
-                                  struct stat& st) {
+// less the umask, so no fchmod either. `unsupported` when the file system
+// (or a missing /proc) does not allow it; nothing was named then.
+Dir::Outcome Dir::write_unnamed_then_link(const std::string& target, std::string_view data, unsigned mode, bool sync,
+                                          Existing existing, struct stat& st) {
     Fd fd(::openat(fd_.get(), ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, mode));
     if (!fd.valid()) {
-        if (tmpfile_unsupported(errno)) return false;
+        if (tmpfile_unsupported(errno)) return Outcome::unsupported;
         fail("cannot create a file in", path_);
     }
     write_all(fd.get(), data, path_ / target);
@@ -107,12 +107,14 @@ bool Dir::write_unnamed_then_link(const std::string& target, std::string_view da
     // moves the ctime, which the sync engine compares.
     auto stat_now = [&] {
         if (::fstat(fd.get(), &st) != 0) fail("cannot stat", path_ / target);
-        return true;
+        return Outcome::written;
     };
     const std::string self = cat("/proc/self/fd/", fd.get());
+    // linkat never replaces: this is also what makes a creation exclusive.
     if (::linkat(AT_FDCWD, self.c_str(), fd_.get(), target.c_str(), AT_SYMLINK_FOLLOW) == 0) return stat_now();
-    if (errno == ENOENT) return false;  // no /proc
+    if (errno == ENOENT) return Outcome::unsupported;  // no /proc
     if (errno != EEXIST) fail("cannot link", path_ / target);
+    if (existing == Existing::keep) return Outcome::exists;  // the unnamed file vanishes with its descriptor
     // Replacing: name it NAME.tmp (a stale one goes first), then rename over.
     const std::string tmp = target + ".tmp";
     ::unlinkat(fd_.get(), tmp.c_str(), 0);
@@ -124,35 +126,81 @@ bool Dir::write_unnamed_then_link(const std::string& target, std::string_view da
     return stat_now();
 }
 
-void Dir::write_temp_then_rename(const std::string& target, std::string_view data, unsigned mode, bool sync,
-                                 struct stat& st) {
+// Moves the complete NAME.tmp to NAME unless NAME exists. RENAME_NOREPLACE
+// where the file system has it (ext4, xfs, btrfs, exFAT, CIFS...), else a hard
+// link, which refuses an existing name as well; a file system with neither
+// (NFS without links, some FUSE ones) gets a check just before the rename.
+bool Dir::rename_no_replace(const std::string& tmp, const std::string& target) {
+    if (::renameat2(fd_.get(), tmp.c_str(), fd_.get(), target.c_str(), RENAME_NOREPLACE) == 0) return true;
+    if (errno == EEXIST) return false;
+    if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) fail("cannot rename to", path_ / target);
+    if (::linkat(fd_.get(), tmp.c_str(), fd_.get(), target.c_str(), 0) == 0) {
+        ::unlinkat(fd_.get(), tmp.c_str(), 0);
+        return true;
+    }
+    if (errno == EEXIST) return false;
+    if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS) fail("cannot link", path_ / target);
+    struct stat st {};
+    if (::fstatat(fd_.get(), target.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) return false;
+    if (errno != ENOENT) fail("cannot stat", path_ / target);
+    if (::renameat(fd_.get(), tmp.c_str(), fd_.get(), target.c_str()) != 0) fail("cannot rename to", path_ / target);
+    return true;
+}
+
+Dir::Outcome Dir::write_temp_then_rename(const std::string& target, std::string_view data, unsigned mode, bool sync,
+                                         Existing existing, struct stat& st) {
     const std::string tmp = target + ".tmp";
-    Fd fd(::openat(fd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode));
+    // Whatever sits at NAME.tmp goes first (a stale file of an interrupted
+    // write, or a FIFO or symlink another program left there), and O_EXCL
+    // makes sure that what we open is the regular file we just made: opening
+    // a FIFO for writing would block until some reader came, for ever.
+    if (::unlinkat(fd_.get(), tmp.c_str(), 0) != 0 && errno != ENOENT) fail("cannot remove", path_ / tmp);
+    Fd fd(::openat(fd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode));
     if (!fd.valid()) fail("cannot create", path_ / tmp);
     try {
-        // O_CREAT does not change the mode of an existing stale .tmp file.
-        if (::fchmod(fd.get(), mode) != 0) fail("cannot chmod", path_ / tmp);
         write_all(fd.get(), data, path_ / tmp);
         if (sync && ::fsync(fd.get()) != 0) fail("cannot fsync", path_ / tmp);
         if (::close(fd.release()) != 0) fail("cannot close", path_ / tmp);
-        if (::renameat(fd_.get(), tmp.c_str(), fd_.get(), target.c_str()) != 0) fail("cannot rename to", path_ / target);
+        if (existing == Existing::keep) {
+            if (!rename_no_replace(tmp, target)) {
+                ::unlinkat(fd_.get(), tmp.c_str(), 0);
+                return Outcome::exists;
+            }
+        } else if (::renameat(fd_.get(), tmp.c_str(), fd_.get(), target.c_str()) != 0) {
+            fail("cannot rename to", path_ / target);
+        }
     } catch (...) {
         ::unlinkat(fd_.get(), tmp.c_str(), 0);
         throw;
     }
     // After the rename, which moves the ctime.
     if (::fstatat(fd_.get(), target.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) fail("cannot stat", path_ / target);
+    return Outcome::written;
 }
 
-struct stat Dir::write_atomic(std::string_view name, std::string_view data, unsigned mode, Durability durability) {
+std::optional<struct stat> Dir::write(std::string_view name, std::string_view data, unsigned mode,
+                                      Durability durability, Existing existing) {
     check_plain_name(name, path_);
     const bool sync = durability == Durability::immediate;
     const std::string target(name);
     struct stat st {};
-    if (!write_unnamed_then_link(target, data, mode, sync, st)) write_temp_then_rename(target, data, mode, sync, st);
+    auto outcome = method_ == WriteMethod::temp_then_rename
+                       ? Outcome::unsupported
+                       : write_unnamed_then_link(target, data, mode, sync, existing, st);
+    if (outcome == Outcome::unsupported) outcome = write_temp_then_rename(target, data, mode, sync, existing, st);
+    if (outcome == Outcome::exists) return std::nullopt;
     // The new name is durable only once the folder entry is.
     if (sync) ::fsync(fd_.get());
     return st;
+}
+
+struct stat Dir::write_atomic(std::string_view name, std::string_view data, unsigned mode, Durability durability) {
+    return *write(name, data, mode, durability, Existing::replace);
+}
+
+std::optional<struct stat> Dir::create_atomic(std::string_view name, std::string_view data, unsigned mode,
+                                              Durability durability) {
+    return write(name, data, mode, durability, Existing::keep);
 }
 
 void Dir::remove(std::string_view name) {

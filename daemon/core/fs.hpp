@@ -50,7 +50,14 @@ private:
 // in it are never followed.
 class Dir {
 public:
-    explicit Dir(std::filesystem::path path);  // the folder must exist; throws IoError
+    // How write_atomic makes files. automatic: unnamed (O_TMPFILE) where the
+    // file system allows it, else through NAME.tmp and a rename.
+    // temp_then_rename always takes the second way, which most file systems
+    // never reach otherwise: for tests of it.
+    enum class WriteMethod { automatic, temp_then_rename };
+
+    // The folder must exist; throws IoError.
+    explicit Dir(std::filesystem::path path, WriteMethod method = WriteMethod::automatic);
     const std::filesystem::path& path() const { return path_; }
 
     std::optional<struct stat> lstat(std::string_view name) const;  // nullopt when missing
@@ -63,16 +70,27 @@ public:
     // O_TMPFILE is not supported. Returns the new file's stat.
     struct stat write_atomic(std::string_view name, std::string_view data, unsigned mode,
                              Durability durability = Durability::immediate);
+    // Like write_atomic, but only when nothing of that name exists: nullopt
+    // (and nothing changed or left behind) when something does. On a
+    // case-insensitive file system "A.ics" exists when "a.ics" does.
+    std::optional<struct stat> create_atomic(std::string_view name, std::string_view data, unsigned mode,
+                                             Durability durability = Durability::immediate);
     void remove(std::string_view name);  // a missing file is not an error
     void sync_filesystem();               // syncfs(2): one flush for many deferred writes
 
 private:
-    bool write_unnamed_then_link(const std::string& target, std::string_view data, unsigned mode, bool sync,
-                                 struct stat& st);
-    void write_temp_then_rename(const std::string& target, std::string_view data, unsigned mode, bool sync,
-                                struct stat& st);
+    enum class Existing { replace, keep };
+    enum class Outcome { written, exists, unsupported };
+    std::optional<struct stat> write(std::string_view name, std::string_view data, unsigned mode,
+                                     Durability durability, Existing existing);
+    Outcome write_unnamed_then_link(const std::string& target, std::string_view data, unsigned mode, bool sync,
+                                    Existing existing, struct stat& st);
+    Outcome write_temp_then_rename(const std::string& target, std::string_view data, unsigned mode, bool sync,
+                                   Existing existing, struct stat& st);
+    bool rename_no_replace(const std::string& tmp, const std::string& target);
     std::filesystem::path path_;
     Fd fd_;
+    WriteMethod method_;
 };
 
 // Whole file as a string; throws IoError naming the path.
