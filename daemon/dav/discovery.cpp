@@ -28,7 +28,8 @@ constexpr const char* kCollectionPropfind =
 constexpr const char* kPrincipalPropfind =
     R"(<?xml version="1.0" encoding="utf-8"?>)"
     R"(<D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav" xmlns:CR="urn:ietf:params:xml:ns:carddav">)"
-    R"(<D:prop><D:current-user-principal/><D:resourcetype/><C:calendar-home-set/><CR:addressbook-home-set/></D:prop></D:propfind>)";
+    R"(<D:prop><D:current-user-principal/><D:resourcetype/><C:calendar-home-set/><CR:addressbook-home-set/>)"
+    R"(<C:schedule-inbox-URL/><C:schedule-outbox-URL/></D:prop></D:propfind>)";
 
 // "HTTP 403: Access to the requested resource forbidden.", "HTTP 200 with
 // an HTML page: Baïkal Server": the status and what the server said with it.
@@ -56,9 +57,18 @@ struct Found {
 };
 
 // Parses a 207; nullopt (with the reason in `why`) when it is no multistatus.
+// Hrefs resolve against the URL that answered, which the HTTP client keeps
+// on the origin asked for; anything else would be a base on another host.
 std::optional<Found> read_multistatus(const std::string& target, const Response& r, std::string& why) {
     Found f;
-    f.request_url = r.effective_url.empty() ? target : r.effective_url;
+    f.request_url = target;
+    if (!r.effective_url.empty() && r.effective_url != target) {
+        auto asked = url::parse(target), answered = url::parse(r.effective_url);
+        if (!asked || !answered || !url::same_origin(*asked, *answered))
+            throw DiscoveryError(cat(url::redact(target), ": answered from another origin (", url::redact(r.effective_url),
+                                     "); refusing to use it"));
+        f.request_url = r.effective_url;
+    }
     try {
         f.doc = std::make_unique<xml::Document>(r.body);
         f.ms = xml::parse_multistatus(*f.doc);
@@ -101,9 +111,18 @@ struct Probe {
 // recorded, not thrown: users paste server roots that serve a web page,
 // login forms, and paths that only redirect (RFC 6764 §6 says go on).
 Probe probe(HttpClient& http, const std::string& target) {
-    Response r = http.send(Request::propfind(target, "0", kPrincipalPropfind));
     Probe p;
     p.attempt.url = target;
+    Response r;
+    try {
+        r = http.send(Request::propfind(target, "0", kPrincipalPropfind));
+    } catch (const OriginRefused& e) {
+        // Not followed, and nothing sent there: one more URL that led nowhere.
+        log::warning(e.what());
+        if (e.to != url::redact(target)) p.attempt.final_url = e.to;
+        p.attempt.answer = cat("redirect refused, ", e.reason, "; nothing was sent there");
+        return p;
+    }
     if (!r.effective_url.empty() && r.effective_url != target) p.attempt.final_url = r.effective_url;
     p.attempt.status = r.status;
     p.attempt.retry_after = r.retry_after();
@@ -228,6 +247,7 @@ std::optional<CollectionInfo> parse_collection(const xml::Response& resp, const 
     bool is_calendar = has_child(rt, xml::kCalDav, "calendar");
     bool is_addressbook = has_child(rt, xml::kCardDav, "addressbook");
     if (!is_calendar && !is_addressbook) return std::nullopt;
+    if (has_child(rt, xml::kCalDav, "schedule-inbox") || has_child(rt, xml::kCalDav, "schedule-outbox")) return std::nullopt;
     auto u = resolve_same_origin(base, resp.href);
     if (!u) return std::nullopt;
 
@@ -276,10 +296,19 @@ void add_unique(std::vector<std::string>& v, const std::vector<std::string>& mor
         if (std::find(v.begin(), v.end(), m) == v.end()) v.push_back(m);
 }
 
+bool is_scheduling_box(const DiscoveryResult& r, const std::string& url) {
+    auto same = [&](const std::string& box) { return box == url || box + "/" == url || box == url + "/"; };
+    return std::any_of(r.scheduling_boxes.begin(), r.scheduling_boxes.end(), same);
+}
+
 void add_homes(const Found& f, DiscoveryResult& result) {
     for (const auto& resp : f.ms.responses) {
         add_unique(result.calendar_homes, hrefs_in(resp.find_prop(xml::kCalDav, "calendar-home-set"), f.request_url));
         add_unique(result.addressbook_homes, hrefs_in(resp.find_prop(xml::kCardDav, "addressbook-home-set"), f.request_url));
+        // RFC 6638 scheduling mailboxes live in the calendar home, and some
+        // servers (DAViCal) type them as plain calendars: they are not the user's.
+        for (const char* box : {"schedule-inbox-URL", "schedule-outbox-URL"})
+            add_unique(result.scheduling_boxes, hrefs_in(resp.find_prop(xml::kCalDav, box), f.request_url));
     }
 }
 
@@ -356,6 +385,7 @@ DiscoveryResult discover(HttpClient& http, const std::string& account_url) {
     //    list every item in it) or holds collections.
     std::set<std::string> seen;
     auto keep = [&](std::optional<CollectionInfo> c) {
+        if (c && is_scheduling_box(result, c->url)) return;
         if (c && seen.insert(c->url).second) result.collections.push_back(std::move(*c));
     };
     std::string options_url;
@@ -412,7 +442,7 @@ std::optional<DiscoveryResult> rediscover_homes(HttpClient& http, const Discover
             return std::nullopt;
         }
         for (const auto& resp : f->ms.responses)
-            if (auto c = parse_collection(resp, f->request_url); c && seen.insert(c->url).second)
+            if (auto c = parse_collection(resp, f->request_url); c && !is_scheduling_box(result, c->url) && seen.insert(c->url).second)
                 result.collections.push_back(std::move(*c));
     }
     std::sort(result.collections.begin(), result.collections.end(),
@@ -458,6 +488,7 @@ nlohmann::json to_json(const DiscoveryResult& r) {
     return {{"principal_url", r.principal_url},
             {"calendar_homes", r.calendar_homes},
             {"addressbook_homes", r.addressbook_homes},
+            {"scheduling_boxes", r.scheduling_boxes},
             {"server_advertises_push", r.server_advertises_push},
             {"collections", cols}};
 }
@@ -467,6 +498,7 @@ DiscoveryResult discovery_from_json(const nlohmann::json& j) {
     r.principal_url = j.value("principal_url", "");
     r.calendar_homes = j.value("calendar_homes", std::vector<std::string>{});
     r.addressbook_homes = j.value("addressbook_homes", std::vector<std::string>{});
+    r.scheduling_boxes = j.value("scheduling_boxes", std::vector<std::string>{});
     r.server_advertises_push = j.value("server_advertises_push", false);
     for (const auto& c : j.at("collections")) r.collections.push_back(collection_from_json(c));
     return r;

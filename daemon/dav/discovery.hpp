@@ -63,6 +63,7 @@ struct DiscoveryResult {
     std::string principal_url;           // empty when none was found
     std::vector<std::string> calendar_homes;
     std::vector<std::string> addressbook_homes;
+    std::vector<std::string> scheduling_boxes;  // RFC 6638 inbox and outbox: never synced
     bool server_advertises_push = false; // "webdav-push" in the DAV header
     std::vector<CollectionInfo> collections;
 };

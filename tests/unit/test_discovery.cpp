@@ -3,12 +3,18 @@
 // redirects and refusals, to the calendars and address books.
 #include <doctest/doctest.h>
 
+#include <stdlib.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "app/commands.hpp"
+#include "capture.hpp"
 #include "dav/discovery.hpp"
 #include "fake_layouts.hpp"
 
@@ -391,6 +397,153 @@ TEST_CASE("rediscovery asks each known home once, and nothing else") {
         CHECK(back.addressbook_homes == first.addressbook_homes);
         CHECK(urls(back) == urls(first));
     }
+}
+
+namespace {
+
+// A server whose well-known URIs send the client to `elsewhere`'s DAV root,
+// and whose own root is a web page: a compromised or misconfigured front.
+void redirects_to(FakeDavLayout& s, const FakeDavLayout& elsewhere) {
+    s.override_path("/", testing::html_page(200, "Welcome", "Hello"));
+    s.override_path("/.well-known/caldav", testing::moved_to(elsewhere.url("/dav.php/")));
+    s.override_path("/.well-known/carddav", testing::moved_to(elsewhere.url("/dav.php/")));
+}
+
+struct TempDir {
+    std::filesystem::path path;
+    TempDir() {
+        std::string tmpl = (std::filesystem::temp_directory_path() / "davsyncd-discovery-XXXXXX").string();
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+        path = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path, ec);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a redirect to another origin during discovery is refused and named; that origin gets nothing") {
+    FakeDavLayout other;
+    testing::baikal_layout(other);  // a complete server, to show nothing reaches it
+    FakeDavLayout server;
+    redirects_to(server, other);
+    HttpClient http(alice());
+    try {
+        discover(http, server.url("/"));
+        FAIL("no exception");
+    } catch (const DiscoveryError& e) {
+        std::string what = e.what();
+        CAPTURE(what);
+        CHECK(what.find("no CalDAV or CardDAV service found") != std::string::npos);
+        CHECK(what.find(server.url("/.well-known/caldav") + " -> " + other.url("/dav.php/") + " (redirect refused, another origin than " +
+                        server.url("/").substr(0, server.url("/").size() - 1)) != std::string::npos);
+        CHECK(what.find("nothing was sent there") != std::string::npos);
+    }
+    CHECK(other.requests().empty());
+}
+
+TEST_CASE("the configured URL itself redirecting to another origin is refused too") {
+    FakeDavLayout other;
+    testing::baikal_layout(other);
+    FakeDavLayout server;
+    server.override_path("/dav/", testing::moved_to(other.url("/dav.php/")));
+    HttpClient http(alice());
+    auto what = failure([&] { discover(http, server.url("/dav/")); });
+    CAPTURE(what);
+    CHECK(what.find(server.url("/dav/") + " -> " + other.url("/dav.php/") + " (redirect refused") != std::string::npos);
+    CHECK(other.requests().empty());
+}
+
+TEST_CASE("davsyncd --discover against a server redirecting to another origin says so and sends it nothing") {
+    FakeDavLayout other;
+    testing::baikal_layout(other);
+    FakeDavLayout server;
+    redirects_to(server, other);
+    TempDir dir;
+    config::Config cfg;
+    cfg.state_dir = dir.path / "state";
+    cfg.data_dir = dir.path / "data";
+    config::Account account;
+    account.id = "personal";
+    account.url = server.url("/");
+    account.username = testing::kUser;
+    account.password = testing::kPassword;
+    account.local_root = cfg.data_dir / "personal";
+    cfg.accounts.push_back(account);
+
+    std::ostringstream out;
+    int status = 0;
+    std::string log;
+    {
+        testing::StderrCapture capture;
+        status = app::discover(cfg, "", false, out);
+        log = capture.text();
+    }
+    CAPTURE(log);
+    CHECK(status == 1);
+    CHECK(out.str().empty());
+    CHECK(log.find("account 'personal': discovery failed") != std::string::npos);
+    CHECK(log.find(other.url("/dav.php/")) != std::string::npos);
+    CHECK(log.find("redirect refused") != std::string::npos);
+    CHECK(log.find(testing::kPassword) == std::string::npos);
+    CHECK(other.requests().empty());
+}
+
+TEST_CASE("same-origin redirects still lead to the service (Nextcloud's well-known URIs)") {
+    FakeDavLayout server;
+    testing::nextcloud_layout(server);
+    HttpClient http(alice());
+    auto r = discover(http, server.url("/"));
+    CHECK(r.collections.size() == 4);
+    CHECK(asked(server, "/.well-known/caldav"));
+    for (const auto& c : r.collections) CHECK(c.url.starts_with(server.url("/remote.php/dav/")));
+}
+
+TEST_CASE("a gzip bomb answering discovery is refused with a clear error, in bounded memory") {
+    // The case: 8 MB of <a/> (2 million elements), 51 KB on the wire.
+    FakeDavLayout server;
+    testing::CannedResponse bomb{207,
+                                 {{"Content-Type", "application/xml"}, {"Content-Encoding", "gzip"}},
+                                 testing::gzip_repeated("<a/>", 8u << 20)};
+    server.override_path("/", bomb);
+    server.override_path("/.well-known/caldav", bomb);
+    server.override_path("/.well-known/carddav", bomb);
+    HttpClient http(alice());
+    REQUIRE(testing::reset_peak_rss());
+    long before = testing::proc_status_kib("VmHWM");
+    auto what = failure([&] { discover(http, server.url("/")); });
+    long grown_mib = (testing::proc_status_kib("VmHWM") - before) / 1024;
+    CAPTURE(what);
+    CAPTURE(grown_mib);
+    CHECK(what.find("XML document refused: more than 1000000 nodes") != std::string::npos);
+    CHECK(grown_mib < 48);  // the 8 MiB body (briefly twice, while it grows), never a tree of it
+}
+
+TEST_CASE("scheduling mailboxes the principal names are not synced, even typed as plain calendars (DAViCal)") {
+    FakeDavLayout s;
+    const std::string principal = "/caldav.php/alice/";
+    s.on("PROPFIND", principal, "0",
+         testing::sabre_multistatus({testing::dav_response(
+             principal,
+             "<d:current-user-principal><d:href>" + principal + "</d:href></d:current-user-principal>"
+             "<d:resourcetype><d:principal/><d:collection/></d:resourcetype>"
+             "<cal:calendar-home-set><d:href>" + principal + "</d:href></cal:calendar-home-set>"
+             "<cal:schedule-inbox-URL><d:href>" + principal + ".in/</d:href></cal:schedule-inbox-URL>"
+             "<cal:schedule-outbox-URL><d:href>" + principal + ".out/</d:href></cal:schedule-outbox-URL>")}));
+    s.on("PROPFIND", principal, "1",
+         testing::sabre_multistatus({
+             testing::dav_response(principal + "calendar/", testing::calendar_props("Calendar", "VEVENT", testing::kOwnerPrivileges)),
+             testing::dav_response(principal + ".in/", testing::calendar_props("", "VEVENT", testing::kOwnerPrivileges)),
+             testing::dav_response(principal + ".out/", testing::calendar_props("", "VEVENT", testing::kOwnerPrivileges)),
+         }));
+    HttpClient http(alice());
+    auto r = discover(http, s.url(principal));
+    CHECK(urls(r) == std::vector<std::string>{s.url(principal + "calendar/")});
+    auto again = rediscover_homes(http, discovery_from_json(to_json(r)));
+    REQUIRE(again.has_value());
+    CHECK(urls(*again) == std::vector<std::string>{s.url(principal + "calendar/")});
 }
 
 }  // TEST_SUITE
