@@ -137,6 +137,7 @@ SyncReport CollectionSync::run() {
     const auto started = std::chrono::steady_clock::now();
     const auto requests_before = remote_.requests_sent();
     report_ = {};
+    known_files_.reset();
     state_ = CollectionState::load(opts_.state_file);
     failures_ = UploadFailures::load(uploads_path(opts_.state_file));
     created_since_token_ = load_created();
@@ -829,6 +830,7 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
             }
             plan.push_back({&item, key, it->second.file, content_hash(item.data)});
         } else {
+            if (adopt_own_creation(item)) continue;
             auto name = local_.new_name(find_uid(item.data));
             if (!names_taken.insert(name).second) {
                 name = local_.new_name(std::nullopt);  // two items with one UID
@@ -859,6 +861,31 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
     }
     if (done.size() < plan.size()) check_cancel();
     for (const auto& key : edited_meanwhile) resolve_conflict(key, local_.read(state_.items.at(key).file));
+}
+
+// A new member whose name is that of a local file the state does not know,
+// holding the same UID: our own creation, which the server took although
+// we never heard (an answer lost to a reset, a 5xx after the write). It is
+// recorded as the server's version of that file, whose content then
+// decides: the same, synced; different, an edit to upload. Downloading it
+// under another name would make a second file, and then a second copy on
+// the server.
+bool CollectionSync::adopt_own_creation(const dav::MemberData& item) {
+    std::string name = url::last_segment(item.href.str());
+    if (!local_.valid_name(name) || !local_.stat(name)) return false;
+    if (!known_files_) {
+        known_files_.emplace();
+        for (const auto& [key, st] : state_.items) known_files_->insert(st.file);
+    }
+    if (known_files_->contains(name)) return false;
+    auto uid = find_uid(item.data);
+    if (!uid || find_uid(local_.read(name)) != uid) return false;
+    // No stamp: the next scan compares contents.
+    state_.items[href_key(item.href)] = ItemState{item.href, item.etag, name, content_hash(item.data), 0, 0, 0};
+    known_files_->insert(name);
+    failures_.forget(name);
+    log::info(opts_.label, ": ", name, ": the server has our upload of it already; adopted");
+    return true;
 }
 
 // The server deleted an item. Delete the file, unless it was edited here:

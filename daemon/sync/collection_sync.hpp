@@ -133,6 +133,7 @@ private:
     void reconcile_listing(const std::vector<dav::MemberEtag>& members);
     void download(const std::vector<Href>& hrefs);
     void store_downloads(const std::vector<dav::MemberData>& items);
+    bool adopt_own_creation(const dav::MemberData& item);
     void apply_remote_deletion(const std::string& key);
     bool deletion_needs_confirmation(size_t deletions, size_t remaining, const char* side);
 
@@ -157,6 +158,8 @@ private:
     // token (kept in "<state file>.created" until a pull completes): the
     // server may never report their deletion (RFC 6578 §3.5).
     std::set<std::string> created_since_token_, created_on_disk_;
+    // File names the state knows, built on first need by adopt_own_creation().
+    std::optional<std::set<std::string>> known_files_;
     SyncReport report_;
 };
 

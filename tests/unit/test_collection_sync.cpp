@@ -914,4 +914,26 @@ TEST_CASE("DAViCal's 412 naming DAV:if-match is a changed etag (a conflict), not
     CHECK(f.local("a.ics") == event("a", "server edit"));
 }
 
+TEST_CASE("an upload the server took although its answer was a 503 is adopted by the pull, not downloaded as a second file") {
+    Fixture f;
+    f.server.put("a.ics", event("a", "S"));
+    f.sync();
+    f.write_local("n.ics", event("n", "new here"));
+    f.server.intercept = [&](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+        if (r.method != "PUT" || r.target != "/cal/n.ics") return std::nullopt;
+        f.server.put("n.ics", r.body);  // the write happened ...
+        return testing::CannedResponse{503, {{"Retry-After", "60"}}, ""};  // ... and the answer says otherwise
+    };
+    auto r = f.sync();
+    f.server.intercept = nullptr;
+    CHECK(f.local_count() == 2);
+    CHECK(r.pending_uploads == 0);
+    auto again = f.sync();
+    CHECK(again.uploaded == 0);
+    CHECK(again.requests == 1);
+    CHECK(f.local_count() == 2);
+    CHECK(f.server.items().size() == 2);
+    CHECK(f.local("n.ics") == event("n", "new here"));
+}
+
 }  // TEST_SUITE
