@@ -243,6 +243,42 @@ bool same_origin(const Url& a, const Url& b) {
     return a.scheme == b.scheme && a.host == b.host && a.port == b.port;
 }
 
+std::optional<std::string> redirect_refusal(const Url& from, const Url& to) {
+    if (same_origin(from, to)) return std::nullopt;
+    if (from.scheme == "https" && to.scheme == "http") return std::string("from https to plain http");
+    return cat("another origin than ", from.origin());
+}
+
+std::optional<std::string> origin_of(std::string_view s) {
+    auto u = parse(s);
+    if (!u) return std::nullopt;
+    return u->origin();
+}
+
+bool is_loopback(const Url& u) {
+    if (u.host == "localhost" || u.host == "::1") return true;
+    // Dotted-quad 127.x.y.z only: "127.evil.example" is a name, not an address.
+    std::string_view h = u.host;
+    if (!h.starts_with("127.")) return false;
+    int parts = 0;
+    size_t pos = 0;
+    while (pos <= h.size()) {
+        size_t dot = h.find('.', pos);
+        std::string_view part = h.substr(pos, dot == std::string_view::npos ? std::string_view::npos : dot - pos);
+        if (part.empty() || part.size() > 3) return false;
+        int value = 0;
+        for (char c : part) {
+            if (!is_digit(c)) return false;
+            value = value * 10 + (c - '0');
+        }
+        if (value > 255) return false;
+        ++parts;
+        if (dot == std::string_view::npos) break;
+        pos = dot + 1;
+    }
+    return parts == 4;
+}
+
 // --- redaction --------------------------------------------------------------
 
 std::string redact(std::string_view s) {

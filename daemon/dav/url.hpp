@@ -29,6 +29,20 @@ std::optional<Url> resolve(const Url& base, std::string_view reference);
 
 bool same_origin(const Url& a, const Url& b);
 
+// Why a redirect from `from` to `to` must not be followed ("from https to
+// plain http", "another origin than https://a.example"), nullopt when it
+// stays within the origin. Credentials go with our requests, so a server
+// may only send us elsewhere on itself.
+std::optional<std::string> redirect_refusal(const Url& from, const Url& to);
+
+// The origin of an absolute http(s) URL ("https://host[:port]"), nullopt
+// for anything else.
+std::optional<std::string> origin_of(std::string_view s);
+
+// Whether the host is this machine's loopback: 127.0.0.0/8, ::1 or
+// "localhost". Nothing sent there leaves the machine.
+bool is_loopback(const Url& u);
+
 // The URL without user info and query, for logs: never leak credentials.
 std::string redact(std::string_view s);
 

@@ -271,4 +271,32 @@ TEST_CASE("last_segment") {
     CHECK(last_segment("/subscriptions/io6Efei4ooph") == "io6Efei4ooph");
 }
 
+TEST_CASE("redirects: only within the origin; https to http and other hosts or ports are refused") {
+    auto why = [](std::string_view from, std::string_view to) {
+        return redirect_refusal(must_parse(from), must_parse(to)).value_or("(followed)");
+    };
+    CHECK(why("https://dav.example/.well-known/caldav", "https://dav.example/dav.php/") == "(followed)");
+    CHECK(why("https://dav.example/", "https://DAV.example:443/x") == "(followed)");
+    CHECK(why("https://dav.example/", "http://dav.example/x") == "from https to plain http");
+    CHECK(why("https://dav.example/", "https://evil.example/x") == "another origin than https://dav.example");
+    CHECK(why("https://dav.example/", "https://dav.example:8443/x") == "another origin than https://dav.example");
+    CHECK(why("http://dav.example/", "https://dav.example/x") == "another origin than http://dav.example");
+}
+
+TEST_CASE("origin_of and is_loopback") {
+    CHECK(origin_of("https://user:pw@Dav.Example:443/a/b?q") == "https://dav.example");
+    CHECK(origin_of("http://[::1]:8080/x") == "http://[::1]:8080");
+    CHECK_FALSE(origin_of("ftp://x/"));
+    CHECK_FALSE(origin_of("/relative"));
+    for (const char* u : {"http://127.0.0.1:8080/push/x", "http://127.1.2.3/", "http://localhost:9/", "http://[::1]/"}) {
+        CAPTURE(u);
+        CHECK(is_loopback(must_parse(u)));
+    }
+    for (const char* u : {"http://127.evil.example/", "http://127.0.0.1.evil.example/", "http://128.0.0.1/",
+                          "http://localhost.evil.example/", "http://[::2]/", "http://127.0.0.256/", "http://example.org/"}) {
+        CAPTURE(u);
+        CHECK_FALSE(is_loopback(must_parse(u)));
+    }
+}
+
 }  // TEST_SUITE
