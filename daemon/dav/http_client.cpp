@@ -5,6 +5,7 @@
 #include <chrono>
 #include <ctime>
 #include <limits>
+#include <vector>
 
 #include <curl/curl.h>
 
@@ -112,12 +113,36 @@ std::string user_agent() { return cat("davsyncd/", DAVSYNCD_VERSION); }
 
 // --- HttpClient --------------------------------------------------------------
 
+namespace {
+
+bool is_redirect(long status) {
+    return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+// A 401 that offers Digest and not Basic.
+bool digest_only(const Response& r) {
+    auto challenge = lower(r.header("www-authenticate").value_or(""));
+    return challenge.starts_with("digest") && challenge.find("basic") == std::string::npos;
+}
+
+std::string join_chain(const std::vector<std::string>& chain) {
+    std::string out;
+    for (const auto& u : chain) out += cat(out.empty() ? "" : " -> ", url::redact(u));
+    return out;
+}
+
+}  // namespace
+
 struct HttpClient::Curl {
+    enum class Over { none, wire, decoded, auth_loop };
+
     CURL* handle = nullptr;
     char error[CURL_ERROR_SIZE] = {};
     Response* current = nullptr;     // response being filled by the callbacks
-    size_t max_bytes = 0;
-    bool too_large = false;
+    size_t max_bytes = 0;            // decompressed
+    size_t max_wire = 0;             // as received
+    Over over = Over::none;          // why the callbacks stopped the transfer
+    int final_answers = 0;           // non-1xx status lines within one exchange
     bool use_digest = false;         // learnt from a 401 that offers only Digest
     const std::atomic<bool>* cancel = nullptr;
 
@@ -126,20 +151,54 @@ struct HttpClient::Curl {
     }
     ~Curl() { curl_easy_cleanup(handle); }
 
+    // Body bytes received so far, before any decoding (libcurl counts them
+    // before it inflates).
+    bool wire_exceeded() const {
+        curl_off_t got = 0;
+        return curl_easy_getinfo(handle, CURLINFO_SIZE_DOWNLOAD_T, &got) == CURLE_OK && got > 0 &&
+               static_cast<uint64_t>(got) > max_wire;
+    }
+
     static size_t on_body(char* data, size_t size, size_t n, void* self_ptr) {
         auto* self = static_cast<Curl*>(self_ptr);
         size_t bytes = size * n;
-        if (self->current->body.size() + bytes > self->max_bytes) {
-            self->too_large = true;
+        if (self->wire_exceeded()) {
+            self->over = Over::wire;
             return 0;  // aborts the transfer with CURLE_WRITE_ERROR
         }
-        self->current->body.append(data, bytes);
+        std::string& body = self->current->body;
+        if (body.size() + bytes > self->max_bytes) {
+            self->over = Over::decoded;
+            return 0;
+        }
+        if (body.size() + bytes > body.capacity()) {
+            // Grow by doubling, but never past the cap: std::string's own
+            // growth could reserve twice the cap for a body just under it.
+            size_t want = body.empty() ? self->expected_length() : 2 * body.capacity();
+            body.reserve(std::min(self->max_bytes, std::max(want, body.size() + bytes)));
+        }
+        body.append(data, bytes);
         return bytes;
     }
 
-    // libcurl calls this at least once a second, data flowing or not.
-    static int on_progress(void* self_ptr, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-        return static_cast<Curl*>(self_ptr)->cancelled() ? 1 : 0;  // 1 aborts with CURLE_ABORTED_BY_CALLBACK
+    // Content-Length when the server sent one (a lower bound once
+    // decompressed), else 0.
+    size_t expected_length() const {
+        curl_off_t length = -1;
+        if (curl_easy_getinfo(handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) != CURLE_OK || length <= 0) return 0;
+        return static_cast<size_t>(std::min<uint64_t>(static_cast<uint64_t>(length), max_bytes));
+    }
+
+    // libcurl calls this at least once a second, data flowing or not, and
+    // after every read: also while compressed bytes decode to nothing.
+    static int on_progress(void* self_ptr, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t) {
+        auto* self = static_cast<Curl*>(self_ptr);
+        if (self->cancelled()) return 1;  // aborts with CURLE_ABORTED_BY_CALLBACK
+        if (dlnow > 0 && static_cast<uint64_t>(dlnow) > self->max_wire) {
+            self->over = Over::wire;
+            return 1;
+        }
+        return 0;
     }
     bool cancelled() const { return cancel && cancel->load(std::memory_order_relaxed); }
 
@@ -148,8 +207,17 @@ struct HttpClient::Curl {
         size_t bytes = size * n;
         std::string_view line(data, bytes);
         if (line.starts_with("HTTP/")) {
-            // A new status line: a redirect hop or a 100/401 before the
-            // final answer. Only the last hop's headers describe the body.
+            // A new status line: a 1xx, or the challenge of a Digest exchange
+            // before its answer. Only the last one's headers describe the
+            // body. More than two final answers means the server keeps
+            // asking for credentials already sent (a Digest "stale" loop
+            // that libcurl would repeat until the timeout).
+            size_t sp = line.find(' ');
+            bool interim = sp != std::string_view::npos && sp + 1 < line.size() && line[sp + 1] == '1';
+            if (!interim && ++self->final_answers > 2) {
+                self->over = Over::auth_loop;
+                return 0;
+            }
             self->current->headers.clear();
             self->current->body.clear();
             return bytes;
@@ -163,17 +231,79 @@ struct HttpClient::Curl {
     }
 };
 
-HttpClient::HttpClient(ClientOptions options) : options_(std::move(options)), curl_(std::make_unique<Curl>()) {}
-HttpClient::~HttpClient() = default;
-
-Response HttpClient::send(Request request) {
-    if (request.changes_state() && write_decorator_) write_decorator_(request);
-    return perform(request);
+HttpClient::HttpClient(ClientOptions options) : options_(std::move(options)), curl_(std::make_unique<Curl>()) {
+    for (const auto& o : options_.allowed_origins) {
+        auto origin = url::origin_of(o);
+        if (!origin) throw HttpError(cat("not an http(s) origin: ", url::redact(o)));
+        origins_.push_back(*origin);
+    }
 }
+HttpClient::~HttpClient() = default;
 
 void HttpClient::set_cancel(const std::atomic<bool>* flag) { curl_->cancel = flag; }
 
-Response HttpClient::perform(const Request& request) {
+void HttpClient::check_origin(const std::string& target, const std::string& asked_for) {
+    auto u = url::parse(target);
+    if (!u) throw HttpError(cat("not an http(s) URL: ", url::redact(target)));
+    std::string origin = u->origin();
+    if (origins_.empty()) origins_.push_back(origin);  // pinned by the first request
+    if (std::find(origins_.begin(), origins_.end(), origin) != origins_.end()) {
+        warn_if_cleartext(*u);
+        return;
+    }
+    std::string allowed;
+    for (const auto& o : origins_) allowed += cat(allowed.empty() ? "" : ", ", o);
+    std::string reason = cat(origin, " is not the account's origin (", allowed, ")");
+    throw OriginRefused(cat(url::redact(target), ": refused: ", reason, "; the credentials are only sent there"),
+                        url::redact(asked_for), url::redact(target), reason);
+}
+
+void HttpClient::warn_if_cleartext(const url::Url& target) {
+    if (warned_cleartext_ || target.scheme != "http" || (options_.username.empty() && options_.password.empty())) return;
+    warned_cleartext_ = true;
+    log::warning(target.origin(), ": plain http: the password travels in clear text; use https");
+}
+
+Response HttpClient::send(Request request) {
+    if (request.changes_state() && write_decorator_) write_decorator_(request);
+    const std::string asked_for = request.url;
+    check_origin(request.url, asked_for);
+    const bool follow = follows_redirects(request.method);
+    std::vector<std::string> chain{request.url};
+    for (;;) {
+        std::string location;
+        Response r = perform(request, location);
+        // A server that only speaks Digest: switch once, for the client's
+        // life, and repeat this request. Otherwise a 401 is final.
+        if (r.status == 401 && !curl_->use_digest && !options_.username.empty() && digest_only(r)) {
+            curl_->use_digest = true;
+            r = perform(request, location);
+        }
+        r.effective_url = request.url;
+        if (!follow || !is_redirect(r.status) || location.empty()) return r;
+
+        // Followed here, hop by hop, so that nothing (least of all the
+        // Authorization header) is sent to an origin before it is checked.
+        auto from = url::parse(request.url);
+        auto to = url::parse(location);
+        std::optional<std::string> why = !from || !to ? std::optional<std::string>("not an http(s) URL")
+                                                      : url::redirect_refusal(*from, *to);
+        if (why)
+            throw OriginRefused(cat(request.method, " ", url::redact(asked_for), ": HTTP ", r.status, " redirect from ",
+                                    url::redact(request.url), " to ", url::redact(location), " refused (", *why,
+                                    "): the credentials are only sent to the configured origin"),
+                                url::redact(request.url), url::redact(location), *why);
+        if (static_cast<int>(chain.size()) > options_.max_redirects) {
+            chain.push_back(location);
+            throw HttpError(cat(request.method, " ", url::redact(asked_for), ": more than ", options_.max_redirects,
+                                " redirects (", join_chain(chain), ")"));
+        }
+        chain.push_back(location);
+        request.url = std::move(location);
+    }
+}
+
+Response HttpClient::perform(const Request& request, std::string& location) {
     if (curl_->cancelled()) throw Cancelled(cat(request.method, " ", url::redact(request.url), ": cancelled before it was sent"));
     CURL* h = curl_->handle;
     // Options are set in full on every request instead of curl_easy_reset(),
@@ -189,20 +319,22 @@ Response HttpClient::perform(const Request& request) {
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, options_.low_speed_limit);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.low_speed_window.count()));
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
+    // A Content-Length past the cap is refused before the body is read.
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(options_.max_wire_bytes));
 
-    bool follow = follows_redirects(request.method);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, follow ? 1L : 0L);
-    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-    // Keep the method and body across 301/302/303 (WebDAV methods are not POST).
-    curl_easy_setopt(h, CURLOPT_POSTREDIR, static_cast<long>(CURL_REDIR_POST_ALL));
+    // libcurl never follows a redirect itself (send() does, within the
+    // origin), and never sends credentials to a host other than the URL's.
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 0L);
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "https");  // were it ever turned on: no downgrade
 
     if (!options_.username.empty() || !options_.password.empty()) {
         curl_easy_setopt(h, CURLOPT_USERNAME, options_.username.c_str());
         curl_easy_setopt(h, CURLOPT_PASSWORD, options_.password.c_str());
-        // Basic is sent pre-emptively (no extra round trip per request);
+        // Basic is sent pre-emptively (no extra round trip per request):
+        // safe because send() only lets requests go to the account's origin.
         // Digest only after a server asked for it.
         curl_easy_setopt(h, CURLOPT_HTTPAUTH, curl_->use_digest ? CURLAUTH_DIGEST : CURLAUTH_BASIC);
     } else {
@@ -239,7 +371,9 @@ Response HttpClient::perform(const Request& request) {
     Response response;
     curl_->current = &response;
     curl_->max_bytes = options_.max_response_bytes;
-    curl_->too_large = false;
+    curl_->max_wire = options_.max_wire_bytes;
+    curl_->over = Curl::Over::none;
+    curl_->final_answers = 0;
     curl_->error[0] = 0;
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &Curl::on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, curl_.get());
@@ -259,28 +393,29 @@ Response HttpClient::perform(const Request& request) {
     if (rc == CURLE_ABORTED_BY_CALLBACK && curl_->cancelled())
         throw Cancelled(cat(request.method, " ", url::redact(request.url), ": cancelled"));
     if (rc != CURLE_OK) {
-        std::string why = curl_->too_large ? cat("response larger than ", options_.max_response_bytes, " bytes")
-                          : curl_->error[0] ? std::string(curl_->error)
-                                            : std::string(curl_easy_strerror(rc));
+        std::string why;
+        if (curl_->over == Curl::Over::decoded)
+            why = cat("response larger than ", options_.max_response_bytes, " bytes once decompressed; refused");
+        else if (curl_->over == Curl::Over::wire || rc == CURLE_FILESIZE_EXCEEDED)
+            why = cat("response larger than ", options_.max_wire_bytes, " bytes as received; refused");
+        else if (curl_->over == Curl::Over::auth_loop)
+            why = "the server asked for the credentials again after they were sent; giving up (authentication loop)";
+        else
+            why = curl_->error[0] ? std::string(curl_->error) : std::string(curl_easy_strerror(rc));
+        // What was read of a refused body is not kept a moment longer.
+        std::string().swap(response.body);
         throw HttpError(cat(request.method, " ", url::redact(request.url), ": ", why));
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &response.status);
-    if (char* eff = nullptr; curl_easy_getinfo(h, CURLINFO_EFFECTIVE_URL, &eff) == CURLE_OK && eff)
-        response.effective_url = eff;
+    location.clear();
+    if (char* next = nullptr; is_redirect(response.status) &&
+                              curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &next) == CURLE_OK && next)
+        location = next;
     bytes_received_ += response.body.size();
 
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-    log::debug(request.method, " ", url::redact(response.effective_url.empty() ? request.url : response.effective_url),
-               " -> ", response.status, " (", response.body.size(), " bytes, ", ms.count(), " ms)");
-
-    // A server that only speaks Digest: switch once and repeat this request.
-    if (response.status == 401 && !curl_->use_digest && !options_.username.empty()) {
-        auto challenge = lower(response.header("www-authenticate").value_or(""));
-        if (challenge.starts_with("digest") && challenge.find("basic") == std::string::npos) {
-            curl_->use_digest = true;
-            return perform(request);
-        }
-    }
+    log::debug(request.method, " ", url::redact(request.url), " -> ", response.status, " (", response.body.size(),
+               " bytes, ", ms.count(), " ms)");
     return response;
 }
 

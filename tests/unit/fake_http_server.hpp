@@ -14,9 +14,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -194,5 +196,68 @@ private:
     std::vector<RecordedRequest> requests_;
     std::thread thread_;
 };
+
+// A gzip member (RFC 1952) holding `unit` repeated up to `total` bytes.
+// The deflate stream (RFC 1951, one block of fixed Huffman codes) writes
+// `unit` once, then back-references of 258 bytes at 13 bits each: about
+// 200 times smaller than the data, so a few megabytes on the wire inflate
+// to a gigabyte. Serve it with "Content-Encoding: gzip".
+inline std::string gzip_repeated(const std::string& unit, size_t total) {
+    if (unit.empty() || unit.size() > 32768 || total < unit.size()) throw std::invalid_argument("gzip_repeated");
+    std::string out = std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff", 10);
+    uint32_t bits = 0;
+    int nbits = 0;
+    auto put = [&](uint32_t value, int n) {  // n bits, least significant first
+        for (int i = 0; i < n; ++i) {
+            bits |= ((value >> i) & 1u) << nbits;
+            if (++nbits == 8) {
+                out += static_cast<char>(bits);
+                bits = 0;
+                nbits = 0;
+            }
+        }
+    };
+    auto code = [&](uint32_t c, int n) {  // Huffman codes go most significant bit first
+        for (int i = n - 1; i >= 0; --i) put((c >> i) & 1u, 1);
+    };
+    auto literal = [&](unsigned char b) {
+        if (b < 144) code(0x30 + b, 8);
+        else code(0x190 + (b - 144), 9);
+    };
+    put(1, 1);  // last block
+    put(1, 2);  // fixed Huffman codes
+    for (char c : unit) literal(static_cast<unsigned char>(c));
+    // Distance code and extra bits for a back-reference of one `unit`.
+    static constexpr uint32_t kBase[] = {1,    2,    3,    4,    5,    7,     9,     13,    17,  25,
+                                         33,   49,   65,   97,   129,  193,   257,   385,   513, 769,
+                                         1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+    uint32_t distance = static_cast<uint32_t>(unit.size());
+    int dcode = 29;
+    while (kBase[dcode] > distance) --dcode;
+    int dextra = dcode < 4 ? 0 : dcode / 2 - 1;
+    size_t left = total - unit.size();
+    for (; left > 260; left -= 258) {
+        code(0xC5, 8);  // length 258: symbol 285, no extra bits
+        code(static_cast<uint32_t>(dcode), 5);
+        put(distance - kBase[dcode], dextra);
+    }
+    for (size_t at = total - left; at < total; ++at) literal(static_cast<unsigned char>(unit[at % unit.size()]));
+    code(0, 7);  // end of block
+    if (nbits) out += static_cast<char>(bits);
+
+    uint32_t table[256];
+    for (uint32_t i = 0; i < 256; ++i) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        table[i] = c;
+    }
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t at = 0; at < total; ++at)
+        crc = table[(crc ^ static_cast<unsigned char>(unit[at % unit.size()])) & 0xFF] ^ (crc >> 8);
+    crc ^= 0xFFFFFFFFu;
+    for (uint32_t v : {crc, static_cast<uint32_t>(total)})
+        for (int i = 0; i < 4; ++i) out += static_cast<char>((v >> (8 * i)) & 0xFF);
+    return out;
+}
 
 }  // namespace testing

@@ -7,6 +7,7 @@
 #include <limits>
 #include <thread>
 
+#include "capture.hpp"
 #include "dav/http_client.hpp"
 #include "fake_http_server.hpp"
 
@@ -292,6 +293,219 @@ TEST_CASE("by default a trickle cannot hold a request for the whole timeout") {
     CHECK(o.low_speed_window < o.timeout / 2);
     // A few bytes a second are far below the limit.
     CHECK(o.low_speed_limit >= 100);
+}
+
+namespace {
+
+ClientOptions with_password() {
+    ClientOptions o;
+    o.username = "alice";
+    o.password = "s3cret";
+    return o;
+}
+
+template <typename F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("a redirect to another origin is refused, names both URLs, and that origin gets nothing") {
+    testing::FakeHttpServer a, b;
+    b.set_handler([](const testing::RecordedRequest&) { return testing::CannedResponse{207, {}, "<x/>"}; });
+    a.queue({301, {{"Location", b.url("/dav/")}}, ""});
+    HttpClient http(with_password());
+    try {
+        http.send(Request::propfind(a.url("/.well-known/caldav"), "0", "<x/>"));
+        FAIL("the redirect was followed");
+    } catch (const OriginRefused& e) {
+        std::string what = e.what();
+        CAPTURE(what);
+        CHECK(what.find(a.url("/.well-known/caldav")) != std::string::npos);
+        CHECK(what.find(b.url("/dav/")) != std::string::npos);
+        CHECK(what.find("another origin") != std::string::npos);
+        CHECK(e.to == b.url("/dav/"));
+        CHECK(what.find("s3cret") == std::string::npos);
+    }
+    CHECK(b.requests().empty());
+    CHECK(a.requests().size() == 1);
+    // Nor does the client go there on its own afterwards: it is pinned to a's origin.
+    CHECK_THROWS_AS(http.send(Request::propfind(b.url("/dav/"), "0", "<x/>")), OriginRefused);
+    CHECK(b.requests().empty());
+}
+
+TEST_CASE("a redirect on the same host but another port or host name is another origin") {
+    testing::FakeHttpServer a;
+    // "localhost" and "127.0.0.1" reach the same server but are different origins.
+    std::string other = "http://localhost:" + a.url("/").substr(a.url("/").rfind(':') + 1) + "dav/";
+    a.queue({302, {{"Location", other}}, ""});
+    HttpClient http(with_password());
+    CHECK_THROWS_AS(http.send(Request::get(a.url("/x"))), OriginRefused);
+    CHECK(a.requests().size() == 1);
+}
+
+TEST_CASE("a redirect within the origin is followed with method, body and credentials") {
+    testing::FakeHttpServer a;
+    a.queue({301, {{"Location", "/dav.php/"}}, ""});
+    a.queue({308, {{"Location", a.url("/dav.php/principal/")}}, ""});
+    a.queue({207, {}, "<ok/>"});
+    HttpClient http(with_password());
+    auto r = http.send(Request::propfind(a.url("/.well-known/caldav"), "0", "<q/>"));
+    CHECK(r.status == 207);
+    CHECK(r.body == "<ok/>");
+    CHECK(r.effective_url == a.url("/dav.php/principal/"));
+    auto reqs = a.requests();
+    REQUIRE(reqs.size() == 3);
+    for (const auto& q : reqs) {
+        CHECK(q.method == "PROPFIND");
+        CHECK(q.body == "<q/>");
+        CHECK(q.header("Depth") == "0");
+        CHECK(q.header("Authorization") == "Basic YWxpY2U6czNjcmV0");
+    }
+    CHECK(reqs[1].target == "/dav.php/");
+    CHECK(reqs[2].target == "/dav.php/principal/");
+}
+
+TEST_CASE("a write is never redirected: the 3xx comes back as it is") {
+    testing::FakeHttpServer a;
+    a.queue({301, {{"Location", "/elsewhere/a.ics"}}, ""});
+    HttpClient http(with_password());
+    auto r = http.send(Request::put(a.url("/c/a.ics"), "BEGIN:VCALENDAR", "text/calendar"));
+    CHECK(r.status == 301);
+    CHECK(a.requests().size() == 1);
+}
+
+TEST_CASE("the client talks only to its allowed origins, or to the one it was first used with") {
+    testing::FakeHttpServer a, b;
+    a.set_handler([](const testing::RecordedRequest&) { return testing::CannedResponse{207, {}, "<x/>"}; });
+    SUBCASE("configured") {
+        ClientOptions o = with_password();
+        o.allowed_origins = {a.url("/any/path/")};
+        HttpClient http(o);
+        auto what = error_of([&] { http.send(Request::get(b.url("/x"))); });
+        CHECK(what.find(b.url("/x")) != std::string::npos);
+        CHECK(what.find("not the account's origin") != std::string::npos);
+        CHECK(http.send(Request::get(a.url("/x"))).status == 207);
+    }
+    SUBCASE("pinned by the first request") {
+        HttpClient http(with_password());
+        CHECK(http.send(Request::get(a.url("/x"))).status == 207);
+        CHECK_THROWS_AS(http.send(Request::del(b.url("/sub/1"))), OriginRefused);
+    }
+    CHECK(b.requests().empty());
+}
+
+TEST_CASE("a redirect loop ends after max_redirects with an error naming the chain") {
+    testing::FakeHttpServer a;
+    a.set_handler([](const testing::RecordedRequest& r) {
+        return testing::CannedResponse{301, {{"Location", r.target == "/a" ? "/b" : "/a"}}, ""};
+    });
+    HttpClient http(with_password());
+    auto what = error_of([&] { http.send(Request::propfind(a.url("/a"), "0", "")); });
+    CAPTURE(what);
+    CHECK(what.find("more than 5 redirects") != std::string::npos);
+    CHECK(what.find(a.url("/a") + " -> " + a.url("/b") + " -> " + a.url("/a")) != std::string::npos);
+    CHECK(a.requests().size() == 6);  // the request and five redirects, then no more
+}
+
+TEST_CASE("a 401 is final: the credentials are not sent again and again") {
+    testing::FakeHttpServer a;
+    SUBCASE("Basic") {
+        a.set_handler([](const testing::RecordedRequest&) {
+            return testing::CannedResponse{401, {{"WWW-Authenticate", "Basic realm=\"x\""}}, ""};
+        });
+        HttpClient http(with_password());
+        CHECK(http.send(Request::propfind(a.url("/"), "0", "")).status == 401);
+        CHECK(a.requests().size() == 1);
+    }
+    SUBCASE("Digest that calls every nonce stale") {
+        // libcurl answers stale=true by asking again, for ever: the client stops it.
+        a.set_handler([](const testing::RecordedRequest&) {
+            return testing::CannedResponse{
+                401, {{"WWW-Authenticate", "Digest realm=\"x\", nonce=\"n\", qop=\"auth\", stale=true"}}, ""};
+        });
+        ClientOptions o = with_password();
+        o.timeout = std::chrono::seconds(20);
+        HttpClient http(o);
+        auto started = Clock::now();
+        try {
+            auto r = http.send(Request::propfind(a.url("/"), "0", ""));
+            CHECK(r.status == 401);
+        } catch (const HttpError& e) {
+            CHECK(std::string(e.what()).find("authentication loop") != std::string::npos);
+        }
+        CHECK(a.requests().size() <= 4);
+        CHECK(Clock::now() - started < std::chrono::seconds(15));  // a hang guard, not a timing claim
+    }
+}
+
+TEST_CASE("over plain http the client warns once that the password travels in clear text") {
+    testing::FakeHttpServer a;
+    for (int i = 0; i < 3; ++i) a.queue({207, {}, "<x/>"});
+    testing::StderrCapture log;
+    HttpClient http(with_password());
+    for (int i = 0; i < 3; ++i) http.send(Request::propfind(a.url("/"), "0", ""));
+    std::string text = log.text();
+    CAPTURE(text);
+    size_t first = text.find("clear text");
+    REQUIRE(first != std::string::npos);
+    CHECK(text.find("clear text", first + 1) == std::string::npos);
+    CHECK(text.find("s3cret") == std::string::npos);
+    CHECK(text.find("alice") == std::string::npos);
+}
+
+TEST_CASE("a response larger than max_wire_bytes on the wire is refused") {
+    testing::FakeHttpServer a;
+    a.queue({200, {}, std::string(5000, 'x')});
+    ClientOptions o;
+    o.max_wire_bytes = 1000;
+    HttpClient http(o);
+    CHECK_THROWS_WITH_AS(http.send(Request::get(a.url("/big"))), doctest::Contains("larger than 1000 bytes as received"),
+                         HttpError);
+}
+
+TEST_CASE("a gzip answer is decoded; the decompressed cap applies to what it inflates to") {
+    testing::FakeHttpServer a;
+    a.queue({200, {{"Content-Encoding", "gzip"}}, testing::gzip_repeated("<a/>", 100000)});
+    a.queue({200, {{"Content-Encoding", "gzip"}}, testing::gzip_repeated("<a/>", 100000)});
+    {
+        HttpClient http({});  // gone before the next client: the fake serves one connection at a time
+        auto r = http.send(Request::get(a.url("/small")));
+        CHECK(r.body.size() == 100000);
+        CHECK(r.body.substr(0, 8) == "<a/><a/>");
+    }
+    ClientOptions o;
+    o.max_response_bytes = 50000;
+    HttpClient small(o);
+    CHECK_THROWS_WITH_AS(small.send(Request::get(a.url("/small"))),
+                         doctest::Contains("larger than 50000 bytes once decompressed"), HttpError);
+}
+
+TEST_CASE("a gzip bomb is refused with a clear error, in bounded memory") {
+    // 1.7 MB on the wire, 256 MiB inflated.
+    const size_t inflated = size_t(256) << 20;
+    testing::FakeHttpServer a;
+    a.queue({207, {{"Content-Encoding", "gzip"}, {"Content-Type", "application/xml"}}, testing::gzip_repeated("<a/>", inflated)});
+    HttpClient http(with_password());
+    ClientOptions defaults;
+    REQUIRE(testing::reset_peak_rss());
+    long before = testing::proc_status_kib("VmHWM");
+    auto what = error_of([&] { http.send(Request::propfind(a.url("/dav/"), "1", "<x/>")); });
+    long grown_mib = (testing::proc_status_kib("VmHWM") - before) / 1024;
+    CAPTURE(what);
+    CAPTURE(grown_mib);
+    CHECK(what.find("once decompressed") != std::string::npos);
+    CHECK(what.find(a.url("/dav/")) != std::string::npos);
+    // The body may reach the cap (64 MiB) and, while growing to it, briefly
+    // hold half of it twice: well below what the bomb inflates to.
+    CHECK(defaults.max_response_bytes <= size_t(64) << 20);
+    CHECK(grown_mib < 110);
 }
 
 }  // TEST_SUITE
