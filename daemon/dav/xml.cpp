@@ -1,7 +1,9 @@
 #include "dav/xml.hpp"
 
 #include <cstring>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "core/log.hpp"
 
@@ -69,6 +71,72 @@ void reject_doctype_in_prolog(std::string_view text) {
     }
 }
 
+// Counts what tinyxml2 would build from `text` without building any of it,
+// and refuses a document past `limits` or nested deeper than kMaxDepth.
+// The counts are upper bounds for anything tinyxml2 accepts: every node
+// starts at a '<' or is a text run between two tags, and every attribute
+// needs a '=' outside quoted values. One pass, no allocation.
+void check_limits(std::string_view text, const Limits& limits) {
+    const size_t n = text.size();
+    size_t nodes = 0;
+    int depth = 0;
+    auto refuse = [&](const std::string& why, size_t pos) {
+        throw XmlError(cat("XML document refused: ", why, " (at line ", line_of(text, pos), ")"));
+    };
+    auto past = [&](size_t from, std::string_view end) {
+        size_t e = text.find(end, from);
+        return e == std::string_view::npos ? n : e + end.size();
+    };
+    for (size_t i = 0; i < n;) {
+        size_t lt = text.find('<', i);
+        if (lt != i) ++nodes;  // a text run (or trailing text, which the parser refuses)
+        if (lt == std::string_view::npos) break;
+        std::string_view rest = text.substr(lt);
+        if (rest.starts_with("<!--")) {
+            ++nodes;
+            i = past(lt + 4, "-->");
+        } else if (rest.starts_with("<![CDATA[")) {
+            ++nodes;
+            i = past(lt + 9, "]]>");
+        } else if (rest.starts_with("<?")) {
+            ++nodes;
+            i = past(lt + 2, "?>");
+        } else if (rest.starts_with("<!")) {
+            ++nodes;
+            i = past(lt + 2, ">");
+        } else if (rest.starts_with("</")) {
+            --depth;
+            i = past(lt + 2, ">");
+        } else {
+            // A start tag; a quoted value may hold '>' and '='.
+            ++nodes;
+            size_t attributes = 0;
+            char quote = 0;
+            size_t j = lt + 1;
+            for (; j < n; ++j) {
+                char c = text[j];
+                if (quote) {
+                    if (c == quote) quote = 0;
+                } else if (c == '"' || c == '\'') {
+                    quote = c;
+                } else if (c == '=') {
+                    ++attributes;
+                } else if (c == '>') {
+                    break;
+                }
+            }
+            bool empty_element = j < n && text[j - 1] == '/';
+            if (attributes > limits.max_attributes_per_element)
+                refuse(cat("an element with more than ", limits.max_attributes_per_element, " attributes"), lt);
+            nodes += attributes;
+            if (!empty_element && ++depth > kMaxDepth) fail(cat("elements nested deeper than ", kMaxDepth), line_of(text, lt));
+            i = j < n ? j + 1 : n;
+        }
+        if (nodes > limits.max_nodes)
+            refuse(cat("more than ", limits.max_nodes, " nodes (elements, text runs and attributes)"), lt);
+    }
+}
+
 // Split "D:href" into prefix and local name. has_prefix distinguishes
 // "href" from ":href" (an empty, never declared prefix).
 struct SplitName {
@@ -89,11 +157,12 @@ SplitName split_name(const Element* e) {
 
 // --- Document ---------------------------------------------------------------
 
-Document::Document(std::string_view text)
+Document::Document(std::string_view text, const Limits& limits)
     : doc_(std::make_unique<tinyxml2::XMLDocument>(true, tinyxml2::PRESERVE_WHITESPACE)) {
     if (size_t nul = text.find('\0'); nul != std::string_view::npos)
         fail("NUL byte", line_of(text, nul));
     reject_doctype_in_prolog(text);
+    check_limits(text, limits);
 
     if (doc_->Parse(text.data(), text.size()) != tinyxml2::XML_SUCCESS)
         fail(doc_->ErrorName(), doc_->ErrorLineNum());
@@ -116,15 +185,80 @@ Document::Document(std::string_view text)
         }
     }
     if (!root) fail("no root element", 1);
+    resolve_namespaces();
+}
 
-    // Depth check, iteratively (depth of the root is 1).
-    std::vector<std::pair<const tinyxml2::XMLElement*, int>> stack{{root, 1}};
-    while (!stack.empty()) {
-        auto [e, depth] = stack.back();
-        stack.pop_back();
+// One walk in document order with the declarations in scope: each element
+// and attribute is looked at once, and each element keeps its namespace URI
+// in tinyxml2's user-data slot. Looking up the ancestors' attributes on
+// every call instead costs depth x attributes per element, which a hostile
+// document makes quadratic.
+void Document::resolve_namespaces() {
+    static constexpr const char* kNoNamespace = "";
+    static constexpr const char* kXmlNamespace = "http://www.w3.org/XML/1998/namespace";
+    std::vector<const char*> defaults;                                       // xmlns="..."
+    std::unordered_map<std::string_view, std::vector<const char*>> prefixed;  // xmlns:p="..."
+    struct Declared {
+        bool is_default;
+        std::string_view prefix;
+    };
+    std::vector<Declared> declared;   // in scope, innermost last
+    std::vector<size_t> marks;        // declared.size() on entering each open element
+
+    auto leave = [&] {
+        for (size_t k = declared.size(); k > marks.back(); --k) {
+            const Declared& d = declared[k - 1];
+            if (d.is_default) defaults.pop_back();
+            else prefixed[d.prefix].pop_back();
+        }
+        declared.resize(marks.back());
+        marks.pop_back();
+    };
+
+    tinyxml2::XMLElement* e = doc_->RootElement();
+    int depth = 1;
+    while (e) {
         if (depth > kMaxDepth) fail(cat("elements nested deeper than ", kMaxDepth), e->GetLineNum());
-        for (const auto* c = e->FirstChildElement(); c; c = c->NextSiblingElement())
-            stack.emplace_back(c, depth + 1);
+        marks.push_back(declared.size());
+        for (const tinyxml2::XMLAttribute* a = e->FirstAttribute(); a; a = a->Next()) {
+            ++namespace_steps_;
+            std::string_view name = a->Name();
+            if (name == "xmlns") {
+                defaults.push_back(a->Value());
+                declared.push_back({true, {}});
+            } else if (name.starts_with("xmlns:")) {
+                std::string_view prefix = name.substr(6);
+                prefixed[prefix].push_back(a->Value());
+                declared.push_back({false, prefix});
+            }
+        }
+        ++namespace_steps_;
+        SplitName name = split_name(e);
+        const char* ns = kNoNamespace;
+        if (name.has_prefix && name.prefix == "xml") {
+            ns = kXmlNamespace;
+        } else if (!name.has_prefix) {
+            if (!defaults.empty()) ns = defaults.back();
+        } else if (auto it = prefixed.find(name.prefix); it != prefixed.end() && !it->second.empty()) {
+            ns = it->second.back();
+        }
+        e->SetUserData(const_cast<char*>(ns));  // read back as const char* only
+
+        if (tinyxml2::XMLElement* c = e->FirstChildElement()) {
+            e = c;
+            ++depth;
+            continue;
+        }
+        while (e) {
+            leave();
+            if (tinyxml2::XMLElement* sibling = e->NextSiblingElement()) {
+                e = sibling;
+                break;
+            }
+            tinyxml2::XMLNode* parent = e->Parent();
+            e = parent ? parent->ToElement() : nullptr;
+            --depth;
+        }
     }
 }
 
@@ -134,6 +268,8 @@ const Element* Document::root() const { return doc_->RootElement(); }
 
 std::string_view namespace_of(const Element* e) {
     if (!e) return {};
+    if (const void* resolved = e->GetUserData()) return static_cast<const char*>(resolved);
+    // An element of a tree not built by Document: look it up the old way.
     SplitName name = split_name(e);
     if (name.has_prefix && name.prefix == "xml") return "http://www.w3.org/XML/1998/namespace";
     // Runs for every element of a 10 000-item multistatus: short prefixes

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <string>
 
 #include "dav/xml.hpp"
@@ -664,6 +665,116 @@ TEST_CASE("a moved Document keeps its elements valid") {
     CHECK(is(moved.root(), kDav, "multistatus"));
     REQUIRE(ms.responses.size() == 1);
     CHECK(ms.responses[0].href == "/a");
+}
+
+TEST_CASE("namespace scopes end with their element") {
+    Document doc(R"(<r xmlns:a="urn:1"><x xmlns:a="urn:2" xmlns="urn:d"><a:in/><plain/></x><a:after/><plain/>)"
+                 R"(<y xmlns=""><z xmlns:b="urn:b"/><b:gone/></y></r>)");
+    const Element* x = doc.root()->FirstChildElement("x");
+    CHECK(namespace_of(x) == "urn:d");
+    CHECK(namespace_of(x->FirstChildElement("a:in")) == "urn:2");
+    CHECK(namespace_of(x->FirstChildElement("plain")) == "urn:d");
+    CHECK(namespace_of(doc.root()->FirstChildElement("a:after")) == "urn:1");
+    CHECK(namespace_of(doc.root()->FirstChildElement("plain")).empty());
+    const Element* y = doc.root()->FirstChildElement("y");
+    CHECK(namespace_of(y).empty());
+    CHECK(namespace_of(y->FirstChildElement("b:gone")).empty());  // b was declared on a sibling only
+    CHECK(namespace_of(y->FirstChildElement("z")).empty());
+}
+
+TEST_CASE("a document past its node limit is refused before any tree is built") {
+    std::string many = "<r>";
+    for (int i = 0; i < 1000; ++i) many += "<a/>";
+    many += "</r>";
+    Limits tight;
+    tight.max_nodes = 500;
+    try {
+        Document doc(many, tight);
+        FAIL("accepted");
+    } catch (const XmlError& e) {
+        CHECK(std::string(e.what()).starts_with("XML document refused: more than 500 nodes"));
+    }
+    CHECK_NOTHROW(Document{many});
+    // Text runs and attributes count too: each costs a node of about 100 bytes.
+    Limits few;
+    few.max_nodes = 20;
+    CHECK_THROWS_AS(Document("<r>x<a/>x<a/>x<a/>x<a/>x<a/>x<a/>x<a/>x<a/>x<a/>x<a/>x<a/></r>", few), XmlError);
+    CHECK_THROWS_AS(Document(R"(<r a="1" b="2" c="3" d="4" e="5" f="6" g="7" h="8" i="9" j="10" k="11" l="12" m="13" n="14" o="15" p="16" q="17" s="18" t="19" u="20"/>)", few),
+                    XmlError);
+    // Markup that only looks like nodes inside values, comments and CDATA is not miscounted as fewer.
+    CHECK_NOTHROW(Document(R"(<r a="x > y = z"><!-- <a/> = --><![CDATA[<a/><a/>]]></r>)"));
+}
+
+TEST_CASE("an element with more attributes than the limit is refused (tinyxml2 checks each against all before it)") {
+    auto element = [](int attributes) {
+        std::string s = "<r";
+        for (int i = 0; i < attributes; ++i) s += " a" + std::to_string(i) + "=\"v\"";
+        return s + "/>";
+    };
+    CHECK_NOTHROW(Document{element(128)});
+    CHECK_THROWS_WITH_AS(Document(element(129)), doctest::Contains("more than 128 attributes"), XmlError);
+    // 200 000 attributes on one element took tinyxml2 9 two minutes; refused at once now.
+    auto started = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(Document(element(200000)), XmlError);
+    CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));  // a hang guard
+}
+
+TEST_CASE("a Radicale-shaped answer for 50 000 contacts fits the default limits") {
+    // Radicale 3.1.8's addressbook-query: 7 elements and 4 text runs per contact.
+    std::string body = "<?xml version='1.0' encoding='utf-8'?>\n<multistatus xmlns=\"DAV:\" xmlns:CR=\"urn:ietf:params:xml:ns:carddav\">";
+    for (int i = 0; i < 50000; ++i)
+        body += "<response><href>/alice/contacts/" + std::to_string(i) +
+                ".vcf</href><propstat><prop><getetag>\"e\"</getetag><CR:address-data>BEGIN:VCARD\nEND:VCARD\n"
+                "</CR:address-data></prop><status>HTTP/1.1 200 OK</status></propstat></response>";
+    body += "</multistatus>";
+    Document doc(body);
+    CHECK(parse_multistatus(doc).responses.size() == 50000);
+}
+
+TEST_CASE("namespace lookups stay linear on a hostile document: deep nesting, many declarations on every level") {
+    // 62 levels under the root, each declaring 120 unused prefixes, and
+    // 400 000 elements at the bottom whose prefix is declared on the root.
+    // Looking each one up through its ancestors' attributes costs 7 440
+    // comparisons apiece: 3 billion in all.
+    const int levels = 62, declarations = 120, leaves = 400000;
+    std::string body = R"(<q:r xmlns:q="urn:q">)";
+    for (int l = 0; l < levels; ++l) {
+        body += "<d";
+        for (int k = 0; k < declarations; ++k) body += " xmlns:p" + std::to_string(k) + "=\"urn:u\"";
+        body += ">";
+    }
+    for (int i = 0; i < leaves; ++i) body += "<q:x/>";
+    for (int l = 0; l < levels; ++l) body += "</d>";
+    body += "</q:r>";
+
+    auto started = std::chrono::steady_clock::now();
+    Document doc(body);
+    const Element* bottom = doc.root();
+    while (const Element* next = bottom->FirstChildElement("d")) bottom = next;
+    CHECK(children(bottom, "urn:q", "x").size() == static_cast<size_t>(leaves));
+    CHECK(namespace_of(bottom).empty());
+    CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(10));  // a hang guard, not a timing claim
+}
+
+TEST_CASE("namespace resolution does one step per element and attribute") {
+    const int levels = 62, declarations = 120, leaves = 20000;
+    std::string body = R"(<q:r xmlns:q="urn:q">)";
+    for (int l = 0; l < levels; ++l) {
+        body += "<d";
+        for (int k = 0; k < declarations; ++k) body += " xmlns:p" + std::to_string(k) + "=\"urn:u\"";
+        body += ">";
+    }
+    for (int i = 0; i < leaves; ++i) body += "<q:x/>";
+    for (int l = 0; l < levels; ++l) body += "</d>";
+    body += "</q:r>";
+    Document doc(body);
+    size_t elements = 1 + levels + leaves, attributes = 1 + static_cast<size_t>(levels) * declarations;
+    CHECK(doc.namespace_steps() == elements + attributes);
+    // And lookups afterwards cost nothing more: the answer is stored with each element.
+    const Element* bottom = doc.root();
+    while (const Element* next = bottom->FirstChildElement("d")) bottom = next;
+    CHECK(children(bottom, "urn:q", "x").size() == static_cast<size_t>(leaves));
+    CHECK(doc.namespace_steps() == elements + attributes);
 }
 
 }  // TEST_SUITE
