@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "core/log.hpp"
+#include "push/subscriptions.hpp"
 
 namespace davsyncd::push {
 namespace {
@@ -97,14 +98,20 @@ void Connector::choose(const std::vector<std::string>& names) {
     for (const auto& n : names)
         if (n.starts_with(kDistributorPrefix)) found.push_back(n);
     std::sort(found.begin(), found.end());
+    if (!preferred_.empty() && std::find(found.begin(), found.end(), preferred_) == found.end()) {
+        // Any local process can own a distributor name and hand out an
+        // endpoint of its choosing: the one the user named or none.
+        log::warning("push: the configured distributor ", preferred_, " is not on the session bus; polling until it appears",
+                     found.empty() ? "" : cat(" (", found.size(), " other distributor(s) present, not used)"));
+        return;
+    }
     if (found.empty()) {
         log::info("push: no UnifiedPush distributor on the session bus; polling only");
         return;
     }
     std::string pick = found.front();
     if (!preferred_.empty()) {
-        if (std::find(found.begin(), found.end(), preferred_) != found.end()) pick = preferred_;
-        else log::warning("push: the configured distributor ", preferred_, " is not running; using ", pick);
+        pick = preferred_;
     } else if (found.size() > 1) {
         log::warning("push: ", found.size(), " distributors found; using ", pick,
                      " (choose with push_distributor in the config or UNIFIEDPUSH_DISTRIBUTOR)");
@@ -194,6 +201,13 @@ void Connector::on_endpoint(const sdbus::Message* m, const std::string& token, c
         log::warning("push: ignoring an endpoint of ", endpoint.size(), " bytes");
         return;
     }
+    // The server will POST our notifications there, and anyone who knows
+    // the URL can send to us: only https leaves the machine.
+    if (auto why = endpoint_refusal(endpoint)) {
+        log::warning("push: refusing the endpoint from ", name_, ": ", *why);
+        handlers_.lost(token, cat("refused the distributor's endpoint: ", *why));
+        return;
+    }
     handlers_.new_endpoint(token, endpoint);
 }
 
@@ -215,8 +229,8 @@ void Connector::on_name_owner_changed(const std::string& name, const std::string
         } else {
             use(name, new_owner);  // restarted: register again with the same tokens
         }
-    } else if (name_.empty() && !new_owner.empty()) {
-        discover();  // a distributor appeared while we had none
+    } else if (name_.empty() && !new_owner.empty() && (preferred_.empty() || name == preferred_)) {
+        discover();  // a distributor appeared while we had none (the configured one, when there is one)
     }
 }
 

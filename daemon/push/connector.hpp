@@ -3,11 +3,15 @@
 //
 // It serves org.unifiedpush.Connector2 and Connector1 at
 // /org/unifiedpush/Connector on the daemon's connection, finds a
-// distributor (a name org.unifiedpush.Distributor.*; the configured one or
-// $UNIFIEDPUSH_DISTRIBUTOR when several exist), registers one token per
-// account with it (Distributor2 with the server's VAPID key, falling back to
-// Distributor1), and follows distributors that appear, vanish or restart.
-// Calls from anyone but the distributor we registered with are ignored.
+// distributor (a name org.unifiedpush.Distributor.*: the configured one or
+// $UNIFIEDPUSH_DISTRIBUTOR, else the first in name order), registers one
+// token per account with it (Distributor2 with the server's VAPID key,
+// falling back to Distributor1), and follows distributors that appear,
+// vanish or restart. Any local process may own a distributor name, so a
+// configured distributor is never replaced by another: until it is on the
+// bus the accounts poll. Calls from anyone but the unique name that owns
+// the distributor we registered with are ignored, and an endpoint that is
+// not https (plain http only on loopback, for tests) is refused.
 //
 // Every D-Bus call it makes is asynchronous: the main loop never blocks.
 // Thread affinity: main loop only.

@@ -84,15 +84,24 @@ std::optional<Registration> parse_register_response(const dav::Response& respons
         // it (it is matched in Push-Dont-Notify); only a relative one is
         // made absolute, as the draft requires an absolute URL.
         std::string reg = *location;
-        if (!url::parse(reg)) {
-            auto base = url::parse(request_url);
-            auto abs = base ? url::resolve(*base, reg) : std::nullopt;
+        auto base = url::parse(request_url);
+        auto abs = url::parse(reg);
+        if (!abs) {
+            abs = base ? url::resolve(*base, reg) : std::nullopt;
             if (!abs) {
                 refused.reason = "unusable Location header";
                 refused.permanent = true;
                 return std::nullopt;
             }
             reg = abs->str();
+        }
+        // We DELETE this URL later, with the credentials: only on the
+        // collection's own origin.
+        if (!base || !url::same_origin(*base, *abs)) {
+            refused.reason = cat("registration URL ", url::redact(reg), " is on another origin than the collection (",
+                                 base ? base->origin() : url::redact(request_url), "); not kept");
+            refused.permanent = true;
+            return std::nullopt;
         }
         Registration out{RegistrationUrl(reg), std::nullopt};
         if (auto e = response.header("expires")) out.expires = parse_http_date(*e);

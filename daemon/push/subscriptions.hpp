@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dav/http_client.hpp"
@@ -23,8 +24,18 @@ struct Subscription {
     RegistrationUrl url;                 // Location, byte for byte
     std::optional<SystemTime> expires;   // as the server said (may be shorter than asked)
     std::string push_resource;           // the endpoint it was registered with
+    std::optional<SystemTime> renewed_at;  // when the server last granted it
     friend bool operator==(const Subscription&, const Subscription&) = default;
 };
+
+// When a subscription is due for renewal: after two thirds of the lifetime
+// the server granted, so that a server granting ten minutes is renewed every
+// six or seven, not at every sync, and one granting three days after two.
+// nullopt when the server gave no expiry. States written before renewed_at
+// was kept renew one day before expiry.
+std::optional<SystemTime> renewal_due(const Subscription& sub);
+// The earliest renewal_due() of all, nullopt when none.
+std::optional<SystemTime> next_renewal(const std::map<std::string, Subscription>& subs);
 
 // By collection URL.
 using Subscriptions = std::map<std::string, Subscription>;
@@ -45,7 +56,6 @@ struct MaintainInput {
     std::string auth_secret;             // base64url
     SystemTime now;
     std::chrono::seconds lifetime{3 * 24 * 3600};     // asked for at registration
-    std::chrono::seconds renew_before{24 * 3600};     // renew when less is left
 };
 
 struct MaintainResult {
@@ -59,6 +69,16 @@ struct MaintainResult {
 // collections without a (fresh enough) subscription.
 MaintainResult maintain(dav::HttpClient& http, const std::vector<sync::PlannedCollection>& plans,
                         const MaintainInput& in, Subscriptions& subs);
+
+// Why a push endpoint from a distributor may not be used: it must be https,
+// or plain http on loopback (127.0.0.0/8, ::1, localhost: test
+// distributors). nullopt when it is fine. The reason names the endpoint's
+// origin only: the rest of it is a capability.
+std::optional<std::string> endpoint_refusal(std::string_view endpoint);
+
+// Whether a registration URL is on the collection's origin, the only place
+// we send its DELETE (with the account's credentials).
+bool registration_on_collection_origin(const std::string& collection_url, const RegistrationUrl& registration);
 
 // The write decorator for an account's HTTP client: every state-changing
 // request to a subscribed collection (or a member of it) carries

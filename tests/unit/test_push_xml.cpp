@@ -1,6 +1,14 @@
 #include <doctest/doctest.h>
 
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "capture.hpp"
+#include "fake_http_server.hpp"
 #include "push/push_xml.hpp"
+#include "push/subscriptions.hpp"
 
 using namespace davsyncd;
 using namespace davsyncd::push;
@@ -142,6 +150,96 @@ TEST_CASE("Push-Dont-Notify quotes the registration URL byte for byte") {
     CHECK(dont_notify_value(RegistrationUrl("https://example.com/webdav/subscriptions/io6Efei4ooph")) ==
           "\"https://example.com/webdav/subscriptions/io6Efei4ooph\"");
     CHECK(dont_notify_value(RegistrationUrl("https://e/x\"y\\z")) == "\"https://e/x\\\"y\\\\z\"");
+}
+
+TEST_CASE("a registration URL on another origin than the collection is refused, not kept") {
+    RegisterRefused why;
+    for (const char* location : {"https://evil.example/subs/1", "http://dav.example/subs/1", "https://dav.example:8443/subs/1",
+                                 "//evil.example/subs/1"}) {
+        CAPTURE(location);
+        CHECK_FALSE(parse_register_response(response(201, {{"Location", location}}), "https://dav.example/cal/", why));
+        CHECK(why.permanent);
+        CHECK(why.reason.find("another origin than the collection (https://dav.example)") != std::string::npos);
+    }
+    CHECK(parse_register_response(response(201, {{"Location", "https://dav.example:443/subs/1"}}), "https://dav.example/cal/", why));
+}
+
+namespace {
+
+sync::PlannedCollection push_capable(const std::string& url) {
+    sync::PlannedCollection p;
+    p.info.url = url;
+    p.info.push.web_push = true;
+    p.info.push.topic = PushTopic("topic-1");
+    p.label = "personal/work";
+    return p;
+}
+
+MaintainInput endpoint(const std::string& e) {
+    MaintainInput in;
+    in.endpoint = e;
+    in.public_key = "BPublicKey";
+    in.auth_secret = "secret";
+    in.now = std::chrono::system_clock::from_time_t(1703066611);
+    return in;
+}
+
+}  // namespace
+
+TEST_CASE("maintain: a foreign registration URL is not stored, and no DELETE ever goes there") {
+    testing::FakeHttpServer server, elsewhere;
+    server.queue({201, {{"Location", elsewhere.url("/subs/1")}}, ""});
+    server.set_handler({});
+    dav::HttpClient http({});
+    Subscriptions subs;
+    auto r = maintain(http, {push_capable(server.url("/cal/"))}, endpoint("https://push.example/e/1"), subs);
+    CHECK(subs.empty());
+    CHECK(r.registered == 0);
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].find(elsewhere.url("/subs/1")) != std::string::npos);
+    CHECK(r.errors[0].find("another origin") != std::string::npos);
+
+    // A registration stored by an older version that took any Location.
+    subs[server.url("/cal/")] = Subscription{RegistrationUrl(elsewhere.url("/subs/1")), std::nullopt, "https://push.example/e/1", std::nullopt};
+    auto gone = maintain(http, {}, endpoint(""), subs);
+    CHECK(subs.empty());
+    CHECK(gone.removed == 0);
+    CHECK(elsewhere.requests().empty());
+    CHECK(server.requests().size() == 1);  // the POST alone
+}
+
+TEST_CASE("push endpoints: https, or plain http on loopback only; the reason names the origin, not the capability") {
+    CHECK_FALSE(endpoint_refusal("https://push.example/wpush/v2/gAAAA?x=1"));
+    CHECK_FALSE(endpoint_refusal("http://127.0.0.1:8080/push/abc"));
+    CHECK_FALSE(endpoint_refusal("http://[::1]:8080/push/abc"));
+    CHECK_FALSE(endpoint_refusal("http://localhost:8080/push/abc"));
+    auto why = endpoint_refusal("http://push.example/wpush/secret-capability?token=abc");
+    REQUIRE(why);
+    CHECK(why->find("http://push.example") != std::string::npos);
+    CHECK(why->find("secret-capability") == std::string::npos);
+    CHECK(why->find("token") == std::string::npos);
+    CHECK(endpoint_refusal("file:///etc/passwd"));
+    CHECK(endpoint_refusal("not a url"));
+}
+
+TEST_CASE("a stored push state forgets foreign registrations and a plain-http endpoint") {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "davsyncd-push-XXXXXX").string();
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    std::filesystem::path file = std::filesystem::path(tmpl) / "push.json";
+    std::ofstream(file) << R"({"token": "t-1", "endpoint": "http://push.example/e/secret",
+        "subscriptions": {"https://dav.example/cal/": {"url": "https://evil.example/subs/1", "push_resource": "x"},
+                          "https://dav.example/tasks/": {"url": "https://dav.example/subs/2", "push_resource": "x"}}})";
+    AccountPushState state;
+    {
+        testing::StderrCapture log;
+        state = AccountPushState::load(file);
+        CHECK(log.text().find("secret") == std::string::npos);
+    }
+    CHECK(state.token == "t-1");
+    CHECK(state.endpoint.empty());
+    CHECK(state.subscriptions.size() == 1);
+    CHECK(state.subscriptions.count("https://dav.example/tasks/") == 1);
+    std::filesystem::remove_all(tmpl);
 }
 
 }  // TEST_SUITE
