@@ -23,6 +23,16 @@ std::string safe_folder_name(const std::string& id) {
     return out.empty() ? "collection" : out;
 }
 
+// Folders whose names differ only in case ("Work" and "work") are one
+// folder on exFAT, NTFS, CIFS or casefolded ext4: uniqueness is decided on
+// the ASCII-folded name (folder names are ASCII, see safe_folder_name).
+std::string folded(std::string_view name) {
+    std::string out(name);
+    for (char& c : out)
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    return out;
+}
+
 std::map<std::string, std::string> load_folders(const std::filesystem::path& file) {
     std::map<std::string, std::string> out;
     std::error_code ec;
@@ -45,8 +55,8 @@ std::vector<PlannedCollection> plan_collections(const config::Account& account,
                                                 const std::vector<dav::CollectionInfo>& collections) {
     auto folders_file = account_state_dir / "folders.json";
     auto folders = load_folders(folders_file);
-    std::set<std::string> used;
-    for (const auto& [href, folder] : folders) used.insert(folder);
+    std::set<std::string> used;  // folded
+    for (const auto& [href, folder] : folders) used.insert(folded(folder));
 
     bool assigned = false;
     std::vector<PlannedCollection> out;
@@ -56,8 +66,8 @@ std::vector<PlannedCollection> plan_collections(const config::Account& account,
         if (folder.empty()) {
             auto base = safe_folder_name(c.id);
             folder = base;
-            for (int n = 2; used.contains(folder); ++n) folder = cat(base, "-", n);
-            used.insert(folder);
+            for (int n = 2; used.contains(folded(folder)); ++n) folder = cat(base, "-", n);
+            used.insert(folded(folder));
             assigned = true;
         }
         PlannedCollection p;

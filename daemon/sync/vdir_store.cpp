@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include "core/fs.hpp"
@@ -62,6 +63,16 @@ void check_metadata_key(const std::string& key) {
 
 LocalFile local_file(const std::string& name, const struct stat& st) {
     return LocalFile{name, ns_of(st.st_mtim), static_cast<uint64_t>(st.st_size), ns_of(st.st_ctim)};
+}
+
+// Names in the safe set differ in nothing but ASCII case when they collide
+// on a case-insensitive file system; other names get no folding beyond ASCII
+// either, which at worst costs a random name.
+std::string folded(std::string_view name) {
+    std::string out(name);
+    for (char& c : out)
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    return out;
 }
 
 std::string without_newlines(std::string_view s) {
@@ -129,7 +140,20 @@ void VdirStore::flush() { dir_.sync_filesystem(); }
 
 LocalFile VdirStore::write(const std::string& name, std::string_view content, fs::Durability durability) {
     check_name(name);
-    return local_file(name, dir_.write_atomic(name, content, 0600, durability));
+    if (reserved_.erase(name) == 0) {
+        auto st = dir_.write_atomic(name, content, 0600, durability);
+        if (folded_names_) folded_names_->insert(folded(name));
+        return local_file(name, st);
+    }
+    // A new item: never over a file that appeared since new_name().
+    std::string target = name;
+    for (int attempt = 0; attempt < 16; ++attempt) {
+        if (auto st = dir_.create_atomic(target, content, 0600, durability)) return local_file(target, *st);
+        log::warning(folder().string(), ": ", printable(target), " appeared meanwhile; the new item takes another name");
+        target = new_name(std::nullopt);
+        reserved_.erase(target);
+    }
+    throw fs::IoError(cat("cannot find a free file name in ", folder().string()));
 }
 
 void VdirStore::remove(const std::string& name) {
@@ -137,16 +161,39 @@ void VdirStore::remove(const std::string& name) {
     dir_.remove(name);
 }
 
-std::string VdirStore::new_name(const std::optional<std::string>& uid) const {
+bool VdirStore::name_taken(const std::string& name) {
+    if (!folded_names_) {
+        std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(folder().c_str()), ::closedir);
+        if (!dir) throw fs::IoError(cat("cannot open folder ", folder().string(), ": ", std::strerror(errno)));
+        std::unordered_set<std::string> names;
+        // Every entry counts, whatever its kind or name: any of them blocks a file of that name.
+        for (;;) {
+            errno = 0;
+            struct dirent* ent = ::readdir(dir.get());
+            if (!ent) break;
+            names.insert(folded(ent->d_name));
+        }
+        if (errno != 0) throw fs::IoError(cat("cannot read folder ", folder().string(), ": ", std::strerror(errno)));
+        folded_names_ = std::move(names);
+    }
+    // The listing may be old by now: the file system has the last word.
+    return folded_names_->contains(folded(name)) || dir_.lstat(name).has_value();
+}
+
+std::string VdirStore::new_name(const std::optional<std::string>& uid) {
     const std::string ext = extension(format_);
-    auto taken = [&](const std::string& name) { return dir_.lstat(name).has_value(); };
+    auto reserve = [&](std::string name) {
+        folded_names_->insert(folded(name));
+        reserved_.insert(name);
+        return name;
+    };
     if (uid && uid_is_safe(*uid)) {
         std::string name = *uid + ext;
-        if (valid_name(name) && !taken(name)) return name;
+        if (valid_name(name) && !name_taken(name)) return reserve(std::move(name));
     }
     for (int attempt = 0; attempt < 16; ++attempt) {
         std::string name = random_uuid() + ext;
-        if (!taken(name)) return name;
+        if (!name_taken(name)) return reserve(std::move(name));
     }
     throw fs::IoError(cat("cannot find a free file name in ", folder().string()));
 }

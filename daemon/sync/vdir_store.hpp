@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "core/fs.hpp"
@@ -44,6 +45,11 @@ public:
     std::string read(const std::string& name) const;
     // Atomic write; returns the new file's stat. Deferred writes become
     // durable with flush().
+    // A name from new_name() that is not written yet is created exclusively:
+    // when something took it meanwhile (another program, or on a
+    // case-insensitive file system a name differing in case), that file is
+    // left alone and the item goes to another fresh name. The returned
+    // LocalFile::name is the name written: callers record that one.
     LocalFile write(const std::string& name, std::string_view content,
                     fs::Durability durability = fs::Durability::immediate);
     void flush();
@@ -51,9 +57,13 @@ public:
     void remove(const std::string& name);
 
     // A fresh file name for an item: "<uid><ext>" when the UID consists only
-    // of [A-Za-z0-9_.+@-] (vdirsyncer's safe set; not starting with '.', at most 200 bytes) and no file
-    // of that name exists, else "<random uuid><ext>".
-    std::string new_name(const std::optional<std::string>& uid) const;
+    // of [A-Za-z0-9_.+@-] (vdirsyncer's safe set; not starting with '.', at
+    // most 200 bytes) and that name is free, else "<random uuid><ext>".
+    // Free means: no entry in the folder and no name handed out before by
+    // this store equals it ignoring ASCII case, since on exFAT, NTFS, CIFS
+    // or casefolded ext4 "ABC.ics" and "abc.ics" are one file (and the folder
+    // may be copied to one). The name is reserved until written.
+    std::string new_name(const std::optional<std::string>& uid);
 
     // True when `name` is an acceptable item file name for this store: no '/',
     // no NUL, not "." or "..", not hidden, has the extension, at most 255 bytes.
@@ -66,8 +76,14 @@ public:
 
 private:
     void check_name(const std::string& name) const;  // throws std::invalid_argument
+    bool name_taken(const std::string& name);
     fs::Dir dir_;
     ItemFormat format_;
+    // Lower-cased names of the folder's entries (read once, at the first
+    // new_name) and of every name handed out or written since: one listing
+    // instead of one per new item.
+    std::optional<std::unordered_set<std::string>> folded_names_;
+    std::unordered_set<std::string> reserved_;  // from new_name(), not written yet
 };
 
 }  // namespace davsyncd::sync

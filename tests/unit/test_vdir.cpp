@@ -6,10 +6,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 #include <string>
 
 #include "core/fs.hpp"
+#include "sync/account_sync.hpp"
 #include "sync/vdir_store.hpp"
 
 namespace stdfs = std::filesystem;
@@ -31,6 +33,12 @@ struct TempDir {
 void put(const stdfs::path& p, const std::string& content) {
     std::ofstream out(p, std::ios::binary);
     out << content;
+}
+
+std::string lower(std::string s) {
+    for (char& c : s)
+        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    return s;
 }
 
 bool is_uuid_name(const std::string& name, const std::string& ext) {
@@ -210,6 +218,91 @@ TEST_CASE("new_name uses a safe UID, else a random UUID, never escaping") {
     VdirStore cards(t.path / "book", ItemFormat::vcard);
     CHECK(cards.new_name(std::string("card1")) == "card1.vcf");
     CHECK(is_uuid_name(cards.new_name(std::nullopt), ".vcf"));
+}
+
+// On exFAT, NTFS, CIFS or casefolded ext4 "ABC.ics" and "abc.ics" are one
+// file: the second download replaced the first item, and the next scan
+// uploaded the deletion of the other. The folder may be on (or be copied to)
+// such a file system, so names are kept apart on any file system.
+TEST_CASE("two UIDs differing only in case get two names that differ ignoring case, before either is written") {
+    TempDir t;
+    VdirStore store(t.path / "cal", ItemFormat::icalendar);
+    auto first = store.new_name(std::string("Meeting-1@example.com"));
+    auto second = store.new_name(std::string("meeting-1@EXAMPLE.com"));
+    CHECK(first == "Meeting-1@example.com.ics");
+    CHECK(lower(first) != lower(second));
+    CHECK(is_uuid_name(second, ".ics"));
+    store.write(first, "one");
+    store.write(second, "two");
+    CHECK(store.read(first) == "one");
+    CHECK(store.read(second) == "two");
+    CHECK(store.list().size() == 2);
+}
+
+TEST_CASE("a file already there under another case blocks the UID's name") {
+    TempDir t;
+    VdirStore store(t.path / "cal", ItemFormat::icalendar);
+    put(t.path / "cal" / "ABC.ics", "theirs");
+    auto name = store.new_name(std::string("abc"));
+    CHECK(lower(name) != "abc.ics");
+    store.write(name, "ours");
+    CHECK(store.read("ABC.ics") == "theirs");
+    // A file written by the store after its first listing counts too.
+    VdirStore other(t.path / "book", ItemFormat::vcard);
+    auto card = other.new_name(std::string("x"));
+    other.write(card, "1");
+    other.write("Mixed.vcf", "2");
+    CHECK(lower(other.new_name(std::string("X"))) != "x.vcf");
+    CHECK(lower(other.new_name(std::string("mixed"))) != "mixed.vcf");
+}
+
+TEST_CASE("a new item never replaces a file that took its name after new_name") {
+    TempDir t;
+    VdirStore store(t.path / "cal", ItemFormat::icalendar);
+    auto name = store.new_name(std::string("race"));
+    REQUIRE(name == "race.ics");
+    put(t.path / "cal" / "race.ics", "written by another program meanwhile");
+    auto written = store.write(name, "the downloaded item");
+    CHECK(written.name != name);
+    CHECK(is_uuid_name(written.name, ".ics"));
+    CHECK(store.read(written.name) == "the downloaded item");
+    CHECK(store.read("race.ics") == "written by another program meanwhile");
+    // A name that was not handed out as new is an ordinary replacement.
+    auto again = store.write("race.ics", "edited");
+    CHECK(again.name == "race.ics");
+    CHECK(store.read("race.ics") == "edited");
+}
+
+TEST_CASE("collections whose ids differ only in case get folders that differ ignoring case, kept across runs") {
+    TempDir t;
+    config::Account account;
+    account.id = "acct";
+    account.local_root = t.path / "data";
+    auto collection = [](const std::string& id) {
+        dav::CollectionInfo c;
+        c.id = id;
+        c.url = "https://dav.example/cal/" + id + "/";
+        c.display_name = id;
+        return c;
+    };
+    std::vector<dav::CollectionInfo> found{collection("Work"), collection("work"), collection("WORK")};
+    auto plan = sync::plan_collections(account, t.path / "state", found);
+    REQUIRE(plan.size() == 3);
+    std::set<std::string> folded;
+    for (const auto& p : plan) folded.insert(lower(p.folder));
+    CHECK(folded.size() == 3);
+    CHECK(plan[0].folder == "Work");
+    std::set<std::string> states;
+    for (const auto& p : plan) states.insert(lower(p.state_file.filename().string()));
+    CHECK(states.size() == 3);
+
+    // A later run keeps each folder, and a newcomer avoids all of them.
+    found.push_back(collection("wOrK"));
+    auto again = sync::plan_collections(account, t.path / "state", found);
+    REQUIRE(again.size() == 4);
+    for (size_t i = 0; i < 3; ++i) CHECK(again[i].folder == plan[i].folder);
+    folded.insert(lower(again[3].folder));
+    CHECK(folded.size() == 4);
 }
 
 TEST_CASE("metadata set, unchanged, removed") {
