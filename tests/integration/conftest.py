@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from davtest.daemon import DaemonEnv, davsyncd_path  # noqa: E402
 from davtest.dbus import PrivateBus  # noqa: E402
-from davtest.davical import DAVSYNCD_BUG_DAVICAL_412, DAViCal  # noqa: E402
+from davtest.davical import DAViCal  # noqa: E402
 from davtest.servers import DavServer, SERVERS  # noqa: E402
 
 # Every real server the tests can run against, by name.
@@ -45,15 +45,9 @@ NOT_FOR_SERVER = {
 # Parametrisations that fail because of a davsyncd bug seen only against
 # one server: expected failures (not strict, so that they simply pass once
 # the daemon is fixed; then drop the entry). Same key as NOT_FOR_SERVER.
-KNOWN_DAEMON_BUGS = {
-    (test_file, test, "davical"): DAVSYNCD_BUG_DAVICAL_412
-    for test_file, test in [
-        ("test_sync.py", "test_conflict_server_wins_by_default"),
-        ("test_sync.py", "test_conflict_local_wins"),
-        ("test_sync.py", "test_conflict_newest"),
-        ("test_sync.py", "test_conflict_copy_never_replaces_an_earlier_one"),
-        ("test_convergence.py", "test_random_changes_on_both_sides_converge"),
-    ]
+KNOWN_DAEMON_BUGS: dict[tuple[str, str, str], str] = {
+    # Was: DAViCal's 412 naming DAV:if-match taken for a refusal (eb6e490,
+    # fixed in 3979f06); test_davical.py keeps the two tests that showed it.
 }
 
 

@@ -16,19 +16,17 @@ through the `dav_server` fixture; see davtest/davical.py for the quirks).
 - 507: DAViCal ignores DAV:limit and never truncates a sync-collection.
 - Home collections: a principal created in DAViCal's admin pages gets
   calendar/, addresses/ and the scheduling inbox/outbox .in/ and .out/,
-  which DAViCal reports as ordinary calendars, so davsyncd syncs those two
-  as well (xfail: discovery could leave out what the principal's
-  schedule-inbox-URL/schedule-outbox-URL name).
+  which DAViCal reports as ordinary calendars; discovery leaves the latter
+  two out because the principal's schedule-inbox-URL/schedule-outbox-URL
+  name them (davsyncd synced them as calendars before 0b3f5f3).
 
 - 412: DAViCal's answer to a failed If-Match/If-None-Match names DAV:if-match
-  or DAV:if-none-match in an error body; davsyncd since eb6e490 takes that
-  for a refusal of the content (a davsyncd bug: the last two tests, and the
-  DAViCal runs of test_sync.py's conflict tests, are expected failures
-  until it is fixed; conftest.KNOWN_DAEMON_BUGS).
+  or DAV:if-none-match in an error body: still a conflict (the changed
+  etag), not a refusal of the content (davsyncd took it for one between
+  eb6e490 and 3979f06; the last two tests pin it down).
 
-The xfails for DAViCal's quirks are strict: they say what should happen
-and fail the run once it does (then drop the marker). Those for the 412
-bug are not: they pass once davsyncd is fixed.
+The xfail tests are strict: they say what should happen and fail the run
+once it does (then drop the marker).
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ import pytest
 
 from davtest import sampledata as sd
 from davtest.daemon import account_for, parse_json_stdout
-from davtest.davical import DAVSYNCD_BUG_DAVICAL_412, DAViCal, SCRIPT_NAME
+from davtest.davical import DAViCal, SCRIPT_NAME
 from davtest.servers import NS_DAV, clark
 from davtest.vdir import (
     assert_same_items, conflict_copies, load_state, local_by_uid, normalized, prop, replace_title,
@@ -149,16 +147,15 @@ def test_home_calendar_and_address_book_of_an_admin_made_principal_sync(davical_
     assert lines[f"{ACCOUNT}/calendar"].down == 1 and lines[f"{ACCOUNT}/addresses"].down == 1
     assert set(local_by_uid(vdir_folder(daemon_env, ACCOUNT, "calendar"))) == {ev(1)}
     assert set(local_by_uid(vdir_folder(daemon_env, ACCOUNT, "addresses"))) == {ct(1)}
-    for label in lines:   # no hidden folders (".in" is synced as "in", see below)
-        assert not label.split("/", 1)[1].startswith("."), label
+    assert set(lines) == {f"{ACCOUNT}/calendar", f"{ACCOUNT}/addresses"}, sorted(lines)
     assert_quiet(run_once(daemon_env, cfg))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "davsyncd syncs every collection whose resourcetype is calendar, and DAViCal gives its "
-    "scheduling inbox/outbox that resourcetype; the principal's CALDAV:schedule-inbox-URL and "
-    "schedule-outbox-URL (RFC 6638 §2.1-2.2) name them, and discovery does not leave them out"))
 def test_scheduling_inbox_and_outbox_are_not_synced_as_calendars(davical_home, daemon_env):
+    """DAViCal types .in/ and .out/ as plain calendars; the principal's
+    CALDAV:schedule-inbox-URL and schedule-outbox-URL (RFC 6638 §2.1-2.2)
+    name them, and discovery leaves them out (davsyncd synced them as
+    calendars "in" and "out" before 0b3f5f3)."""
     cfg = daemon_env.write_config([account_for(davical_home, ACCOUNT, url=davical_home.base_url)])
 
     lines = run_once(daemon_env, cfg)
@@ -340,7 +337,6 @@ def test_principal_answers_with_a_principal(davical):
 # match "..."</error> (or <if-none-match/>). That is the ordinary "the
 # server copy changed" (a conflict), not a refusal of the content.
 
-@pytest.mark.xfail(reason=DAVSYNCD_BUG_DAVICAL_412, raises=AssertionError, strict=False)
 def test_conflict_on_a_412_naming_if_match_keeps_both_versions(davical, daemon_env):
     srv = davical
     cal, ab = seed(srv, events=2, contacts=1)
@@ -365,7 +361,6 @@ def test_conflict_on_a_412_naming_if_match_keeps_both_versions(davical, daemon_e
     assert_quiet(run_once(daemon_env, cfg))
 
 
-@pytest.mark.xfail(reason=DAVSYNCD_BUG_DAVICAL_412, raises=AssertionError, strict=False)
 def test_new_file_whose_upload_answer_was_lost_is_adopted(davical, daemon_env):
     """The item is already on the server under the name davsyncd uses (an
     earlier upload whose answer never arrived): If-None-Match: * gets 412

@@ -517,16 +517,6 @@ class DAViCal(DavServer):
         return res.stdout
 
 
-# A davsyncd bug that shows only against DAViCal (the tests that meet it
-# are expected failures until it is fixed; see conftest.KNOWN_DAEMON_BUGS).
-DAVSYNCD_BUG_DAVICAL_412 = (
-    "davsyncd bug (since eb6e490): DAViCal answers a failed If-Match/If-None-Match with 412 and "
-    "<error xmlns=\"DAV:\"><if-match/>Existing resource ETag of ... does not match ...</error> "
-    "(or <if-none-match/>); davsyncd takes any named 412 condition for a refusal of the content, "
-    "so a conflict becomes '1 refused by the server' (the local edit is set aside whatever the "
-    "conflict policy) and a create whose earlier answer was lost leaves two local files with one UID")
-
-
 def template_seconds() -> float:
     """Seconds the template cluster took to build (0 before it was built)."""
     return _Template.seconds
