@@ -172,22 +172,18 @@ struct HttpClient::Curl {
             return 0;
         }
         if (body.size() + bytes > body.capacity()) {
-            // Grow by doubling, but never past the cap: std::string's own
-            // growth could reserve twice the cap for a body just under it.
-            size_t want = body.empty() ? self->expected_length() : 2 * body.capacity();
-            body.reserve(std::min(self->max_bytes, std::max(want, body.size() + bytes)));
+            // Past 1 MiB the body gets the whole cap at once. An allocation
+            // that large is mapped, not committed: only the pages written
+            // become resident. Growing by doubling instead copies the body
+            // into a buffer twice its size while both exist, so a body
+            // near the cap would briefly cost up to three times the cap.
+            size_t want = body.size() + bytes;
+            body.reserve(want > kSmallBody ? self->max_bytes : std::max(want, 2 * body.capacity()));
         }
         body.append(data, bytes);
         return bytes;
     }
-
-    // Content-Length when the server sent one (a lower bound once
-    // decompressed), else 0.
-    size_t expected_length() const {
-        curl_off_t length = -1;
-        if (curl_easy_getinfo(handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) != CURLE_OK || length <= 0) return 0;
-        return static_cast<size_t>(std::min<uint64_t>(static_cast<uint64_t>(length), max_bytes));
-    }
+    static constexpr size_t kSmallBody = 1u << 20;
 
     // libcurl calls this at least once a second, data flowing or not, and
     // after every read: also while compressed bytes decode to nothing.
