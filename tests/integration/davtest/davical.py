@@ -62,6 +62,10 @@ Quirks of DAViCal 1.1.12 that matter to the tests:
   than the newest token that is more than 7 days old are deleted: a client
   whose token is older than that gets the answer above.
 - DAV:limit in sync-collection is ignored; DAViCal never answers 507.
+- A failed If-Match or If-None-Match gets 412 with a body naming a DAV:
+  "precondition" of its own: <error xmlns="DAV:"><if-match/>Existing
+  resource ETag of "..." does not match "..."</error> (or <if-none-match/>).
+  That is the ordinary changed-etag case, not a refusal of the content.
 - The scheduling inbox/outbox (.in/, .out/) are reported as plain
   calendars (resourcetype calendar, no schedule-inbox/-outbox), so a
   client that lists calendars by resourcetype syncs them too.
