@@ -30,7 +30,7 @@ const char* to_string(State s) {
 }
 
 std::string reasons_to_string(unsigned reasons) {
-    static const char* const names[] = {"startup", "interval", "local-change", "user", "push", "retry", "config"};
+    static const char* const names[] = {"startup", "interval", "local-change", "user", "push", "retry", "config", "renew"};
     std::string out;
     for (unsigned bit = 0; bit < std::size(names); ++bit) {
         if (!(reasons & (1u << bit))) continue;

@@ -94,6 +94,7 @@ enum Reason : unsigned {
     push = 1u << 4,          // WebDAV-Push message
     retry = 1u << 5,         // backoff expired
     config = 1u << 6,        // configuration reloaded / credentials changed
+    renew = 1u << 7,         // push subscriptions are due for renewal (alone: no collection is synced)
 };
 // "push,local-change" etc., in bit order; "" for 0. Unknown bits are ignored.
 std::string reasons_to_string(unsigned reasons);

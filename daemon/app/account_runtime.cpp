@@ -101,6 +101,12 @@ AccountRuntime::AccountRuntime(core::EventLoop& loop, sdbus::IConnection& bus, c
       on_state_changed_(std::move(on_state_changed)),
       scheduler_(settings_for(account_)),
       timer_(loop, [this] { contained("scheduling", [&] { pump(); }); }),
+      renewal_(loop, [this] {
+          contained("renewing push subscriptions", [&] {
+              scheduler_.trigger(loop_.now(), account::Reason::renew);
+              pump();
+          });
+      }),
       folders_(loop, [this](const std::string& folder, const std::string& name, uint32_t mask) {
           contained("a folder event", [&] { on_folder_event(folder, name, mask); });
       }),
@@ -249,6 +255,12 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
         // Push-Dont-Notify and changes by others during the sync are pushed.
         r.maintenance = push::maintain(*http, plans, in.push, r.subscriptions);
         http->set_write_decorator(push::dont_notify_decorator(r.subscriptions));
+        // Only the renewal of push subscriptions is due: no collection is synced.
+        if (request.reasons == account::Reason::renew) {
+            r.plans = std::move(plans);
+            r.outcome.kind = account::SyncOutcome::Kind::ok;
+            return r;
+        }
         // Only a folder event asked: a scan that finds nothing costs no request.
         bool local_only = request.reasons == account::Reason::local_change;
         bool collection_gone = false;
@@ -359,6 +371,7 @@ void AccountRuntime::finish_job(JobResult r) {
         if (!r.maintenance.errors.empty()) set_push_state("failed");
         else if (any && all) set_push_state("active");
     }
+    schedule_renewal();
     for (const auto& [folder, count] : r.local_counts)
         if (auto it = collections_.find(folder); it != collections_.end()) it->second.items = count;
     for (const auto& gone : r.removed) object_->collection_removed(gone.id, gone.folder, gone.kept_at.string());
@@ -512,6 +525,22 @@ void AccountRuntime::register_for_push() {
     // The connector registers now, or when a distributor appears.
     connector_->add(push_.token, cat("davsyncd: ", account_.id), vapid);
     if (!connector_->distributor().empty() && push_state_ != "active") set_push_state("registering");
+}
+
+// Arms the renewal timer for the earliest subscription due; a subscription
+// that expired without renewal shows as "lapsed" (polling covers it).
+void AccountRuntime::schedule_renewal() {
+    auto due = push::next_renewal(push_.subscriptions);
+    if (!due) {
+        renewal_.cancel();
+        return;
+    }
+    auto now = std::chrono::system_clock::now();
+    for (const auto& [collection, sub] : push_.subscriptions)
+        if (sub.expires && *sub.expires <= now) set_push_state("lapsed");
+    // At least a few seconds apart: a server granting seconds must not make us spin.
+    auto in = std::max<std::chrono::system_clock::duration>(*due - now, std::chrono::seconds(5));
+    renewal_.schedule_in(std::chrono::duration_cast<core::Duration>(in));
 }
 
 // The connector itself registers every known token with a new distributor;

@@ -83,6 +83,7 @@ private:
     static JobResult run_job(JobInput in, dav::HttpClient* http, const std::atomic<bool>* cancel);
     void register_for_push();
     void set_push_state(std::string state);
+    void schedule_renewal();
     std::string save_push_state();
     void contained(const char* what, const std::function<void()>& step) noexcept;
 
@@ -94,6 +95,7 @@ private:
 
     account::Scheduler scheduler_;
     core::Timer timer_;
+    core::Timer renewal_;  // push subscriptions, on their own clock
     core::InotifyWatch folders_;
 
     std::unique_ptr<dav::HttpClient> http_;  // lent to the job while one runs
