@@ -118,15 +118,6 @@ std::optional<std::vector<dav::CollectionInfo>> load_discovery(const std::filesy
 
 namespace {
 
-std::string utc_stamp() {
-    std::time_t now = std::time(nullptr);
-    std::tm tm{};
-    gmtime_r(&now, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-    return buf;
-}
-
 // Moves a vanished collection's folder and state out of the way: under the
 // account's state folder when it is on the same file system, else beside
 // the folder as a hidden ".removed-…" folder (readers skip hidden folders).

@@ -78,15 +78,6 @@ private:
     std::set<std::string> hrefs_;
 };
 
-std::string utc_stamp() {
-    std::time_t now = std::time(nullptr);
-    std::tm tm{};
-    gmtime_r(&now, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-    return buf;
-}
-
 // Appends lines to the journal and makes them durable with one fsync.
 void append_durably(const std::filesystem::path& path, const std::string& lines) {
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);

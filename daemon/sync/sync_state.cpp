@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <system_error>
 
@@ -399,6 +400,15 @@ std::string href_key(const Href& href) {
         s = slash == std::string_view::npos ? std::string_view("/") : s.substr(slash);
     }
     return url::percent_decode(s);
+}
+
+std::string utc_stamp() {
+    std::time_t now = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+    return buf;
 }
 
 }  // namespace davsyncd::sync

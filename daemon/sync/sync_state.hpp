@@ -60,4 +60,8 @@ std::string journal_line(const std::string& key, const ItemState& item);
 // The key under which an href is stored: percent-decoded path.
 std::string href_key(const Href& href);
 
+// The current UTC time as "20261207T001500Z": the stamp in the names of
+// what a sync sets aside (conflict copies, vanished collections).
+std::string utc_stamp();
+
 }  // namespace davsyncd::sync
