@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from typing import Optional
 
 from davtest import sampledata as sd
@@ -111,11 +110,10 @@ def test_a_stalled_request_does_not_hold_up_the_daemon(radicale, daemon_env, bus
         assert len(local_by_uid(vdir_folder(daemon_env, "healthy", "ok"))) == 2
         assert d.account("stuck")["State"] == "syncing"
         assert len(bus.managed_objects()) >= 2
-        # SIGTERM while the request still stalls: gone within a few seconds.
-        start = time.monotonic()
+        # SIGTERM while the request still stalls: gone within the deadline
+        # (a request notices the stop within a second).
         d.signal(15)
         assert d.wait_exit(10) == 0
-        assert time.monotonic() - start < 10
     finally:
         stall.stop()
 
