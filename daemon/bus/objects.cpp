@@ -40,7 +40,6 @@ CollectionValues sendable(CollectionValues v) {
     return v;
 }
 
-
 // Adds `name` to `changed` when the member differs between old and new.
 template <typename T>
 void diff(std::vector<std::string>& changed, const char* name, const T& before, const T& after) {
