@@ -393,6 +393,12 @@ TEST_CASE("the client talks only to its allowed origins, or to the one it was fi
         CHECK(what.find("not the account's origin") != std::string::npos);
         CHECK(http.send(Request::get(a.url("/x"))).status == 207);
     }
+    SUBCASE("configured as https: the same host over plain http is another origin") {
+        ClientOptions o = with_password();
+        o.allowed_origins = {"https" + b.url("/").substr(4)};
+        HttpClient http(o);
+        CHECK_THROWS_AS(http.send(Request::propfind(b.url("/dav/"), "0", "")), OriginRefused);
+    }
     SUBCASE("pinned by the first request") {
         HttpClient http(with_password());
         CHECK(http.send(Request::get(a.url("/x"))).status == 207);
