@@ -24,6 +24,7 @@
 #include "core/event_loop.hpp"
 #include "config/config.hpp"
 #include "core/log.hpp"
+#include "core/sanitize.hpp"
 #include "davsyncd_version.h"
 
 namespace {
@@ -161,7 +162,7 @@ int once_through_daemon(const davsyncd::config::Config& cfg, const std::string& 
         bool finished = client.sync_and_wait(
             account.empty() ? "" : bus::account_path(account), "io.github.davsyncd.Account1", std::chrono::minutes(30),
             [&](const std::string&, const std::string& result, const std::string& summary) {
-                std::cout << summary << std::endl;
+                std::cout << sanitize::for_terminal(summary, sanitize::Lines::many) << std::endl;
                 all_ok &= result == "ok";
             });
         if (!finished) {

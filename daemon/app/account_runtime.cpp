@@ -563,7 +563,8 @@ void AccountRuntime::set_push_state(std::string state) {
 
 void AccountRuntime::push_endpoint(const std::string& endpoint) {
     if (endpoint == push_.endpoint && push_state_ == "active") return;
-    log::info("account '", account_.id, "': push endpoint ", url::redact(endpoint));
+    // The endpoint is a capability URL: its origin only.
+    log::info("account '", account_.id, "': push endpoint on ", url::origin_of(endpoint).value_or("?"));
     push_.endpoint = endpoint;
     if (auto failed = save_push_state(); !failed.empty()) last_error_ = failed;
     // The next sync (re-)registers every subscription with it.

@@ -18,6 +18,9 @@ std::unique_ptr<dav::HttpClient> make_client_ptr(const config::Account& account,
     o.username = account.username;
     o.password = config::resolve_password(account, config::kPasswordCommandTimeout, cancel);
     o.verify_tls = account.verify_tls;
+    // Pinned to the configured origin, not to whatever is asked first (a
+    // discovery cache written before origins were pinned may name another).
+    o.allowed_origins = {account.url};
     if (!account.verify_tls) log::warning("account '", account.id, "': TLS certificate verification is OFF");
     return std::make_unique<dav::HttpClient>(std::move(o));
 }

@@ -1,5 +1,7 @@
 #include "core/log.hpp"
 
+#include "core/sanitize.hpp"
+
 #include <atomic>
 #include <cstdlib>
 #include <unistd.h>
@@ -47,8 +49,9 @@ void write(Level level, std::string_view line) {
         out += static_cast<char>('0' + static_cast<int>(level));
         out += '>';
     }
-    // One event, one line: embedded newlines from server text would forge log lines.
-    for (char c : line) out += (c == '\n' || c == '\r') ? ' ' : c;
+    // One event, one line, and no terminal escape from server text: newlines
+    // would forge log lines, control sequences would drive the terminal.
+    out += sanitize::for_terminal(line);
     out += '\n';
     (void)!::write(STDERR_FILENO, out.data(), out.size());
 }

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/log.hpp"
+#include "core/sanitize.hpp"
 #include "dav/xml.hpp"
 
 namespace davsyncd::dav {
@@ -254,7 +255,8 @@ std::optional<CollectionInfo> parse_collection(const xml::Response& resp, const 
     CollectionInfo c;
     c.href = Href(u->path);
     c.url = u->str();
-    c.id = url::last_segment(u->path);
+    // A percent-decoded id need not be UTF-8 (%FF): it names folders, logs and bus paths.
+    c.id = sanitize::for_bus(url::last_segment(u->path));
     if (auto* e = resp.find_prop(xml::kDav, "displayname")) c.display_name = xml::text(e, 4096);
     if (auto* e = resp.find_prop(xml::kAppleIcal, "calendar-color")) c.color = xml::text(e, 64);
     if (auto* e = resp.find_prop(xml::kCalDav, "calendar-description")) c.description = xml::text(e);

@@ -846,8 +846,9 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
     }
     if (!done.empty()) local_.flush();
     for (const auto& [p, st] : done) {
-        state_.items[p->key] = synced(p->item->href, p->item->etag, p->file, p->hash, st);
-        report_.written_files.push_back(p->file);
+        // The name actually written: another program may have taken ours meanwhile.
+        state_.items[p->key] = synced(p->item->href, p->item->etag, st.name, p->hash, st);
+        report_.written_files.push_back(st.name);
         ++report_.downloaded;
     }
     if (done.size() < plan.size()) check_cancel();
