@@ -602,6 +602,14 @@ def install_unit(manager: UserManager, installed: dict, *, sandbox: bool) -> Non
         "[Service]\nStandardOutput=append:/home/user/davsyncd.log\nStandardError=inherit\n")
     if sandbox:
         shutil.copy(installed["dropin"], dropins / SANDBOX_DROPIN)
+        # PrivateTmp= hides /tmp and /var/tmp from the service, and the build
+        # (CI's clone) may well live there: run a copy of the binary from $HOME.
+        bindir = manager.home / "bin"
+        bindir.mkdir(exist_ok=True)
+        shutil.copy(davsyncd_path(), bindir / "davsyncd")
+        os.chmod(bindir / "davsyncd", 0o755)
+        unit = units / "davsyncd.service"
+        unit.write_text(re.sub(r"^ExecStart=\S+", "ExecStart=/home/user/bin/davsyncd", unit.read_text(), flags=re.M))
 
 
 def manager_config(manager: UserManager, server) -> None:
