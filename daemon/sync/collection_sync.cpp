@@ -805,6 +805,11 @@ void CollectionSync::store_downloads(const std::vector<dav::MemberData>& items) 
         // one item: written twice it would become a second file, and then a
         // second copy on the server.
         if (!keys_seen.insert(href_key(item.href)).second) continue;
+        // An item cut short (a body truncated with a length that matched) is
+        // fetched again next sync rather than written or skipped for good.
+        if (looks_like(local_.format(), item.data) && !ends_whole(local_.format(), item.data))
+            throw dav::RemoteError(cat(url::redact(item.href.str()), ": the server sent an item cut short; trying again next sync"),
+                                   0, std::nullopt);
         if (!looks_like(local_.format(), item.data)) {
             log::warning(opts_.label, ": ", url::redact(item.href.str()), ": server sent something that is not a ",
                          extension(local_.format()), " item; skipped");

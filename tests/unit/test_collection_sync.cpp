@@ -936,4 +936,25 @@ TEST_CASE("an upload the server took although its answer was a 503 is adopted by
     CHECK(f.local("n.ics") == event("n", "new here"));
 }
 
+TEST_CASE("an item cut short in a download is fetched again, never written or covered by the token") {
+    Fixture f;
+    f.server.put("a.ics", event("a", "S"));
+    f.sync();
+    f.server.put("b.ics", event("b", "S"));
+    const std::string whole = event("b", "S");
+    f.server.intercept = [&](const testing::RecordedRequest& r) -> std::optional<testing::CannedResponse> {
+        if (r.method != "REPORT" || r.body.find("calendar-multiget") == std::string::npos) return std::nullopt;
+        return testing::CannedResponse{207, {{"Content-Type", "application/xml"}},
+            R"(<d:multistatus xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav"><d:response><d:href>/cal/b.ics</d:href>)"
+            R"(<d:propstat><d:prop><d:getetag>"e2"</d:getetag><c:calendar-data>)" + whole.substr(0, whole.size() / 2) +
+            R"(</c:calendar-data></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response></d:multistatus>)"};
+    };
+    CHECK_THROWS_AS(f.sync(), dav::RemoteError);
+    CHECK_FALSE(f.local_exists("b.ics"));
+    f.server.intercept = nullptr;
+    auto r = f.sync();
+    CHECK(r.downloaded == 1);
+    CHECK(f.local("b.ics") == whole);
+}
+
 }  // TEST_SUITE
