@@ -44,10 +44,10 @@ from davtest.vdir import (
     run_once, server_by_uid, server_delete, server_put, state_file, title_of, vdir_folder, write_local,
 )
 
-ACCOUNT = "demo"
-CAL = f"{ACCOUNT}/personal"
-AB = f"{ACCOUNT}/contacts"
-SEED = "dav"
+# The shared sync matrix's helpers; the same account, folders and UIDs.
+from test_sync import (  # noqa: E402
+    AB, ACCOUNT, CAL, SEED, ab_dir, assert_in_sync, assert_quiet, cal_dir, config, ct, ev,
+)
 
 
 def seed(srv, events: int = 3, contacts: int = 3) -> tuple[str, str]:
@@ -58,38 +58,6 @@ def seed(srv, events: int = 3, contacts: int = 3) -> tuple[str, str]:
     for i in range(contacts):
         srv.put_item(ab, sd.filename_contact(i, SEED), sd.make_contact(i, SEED))
     return cal, ab
-
-
-def config(env, srv, **extra):
-    extra.setdefault("collections", {"include": ["personal", "contacts"]})
-    return env.write_config([account_for(srv, ACCOUNT, **extra)])
-
-
-def cal_dir(env):
-    return vdir_folder(env, ACCOUNT, "personal")
-
-
-def ab_dir(env):
-    return vdir_folder(env, ACCOUNT, "contacts")
-
-
-def ev(i: int) -> str:
-    return sd.uid_event(i, SEED)
-
-
-def ct(i: int) -> str:
-    return sd.uid_contact(i, SEED)
-
-
-def assert_in_sync(env, srv, cal, ab, context=""):
-    assert_same_items(local_by_uid(cal_dir(env)), server_by_uid(srv, cal), context + " (calendar)")
-    assert_same_items(local_by_uid(ab_dir(env)), server_by_uid(srv, ab), context + " (contacts)")
-
-
-def assert_quiet(lines):
-    for line in lines.values():
-        assert (line.transfers, line.conflicts, line.requests, line.refused) == (0, 0, 1, None), \
-            f"expected a no-change sync: {line.text}"
 
 
 def with_rev(card: str, rev: str = "20250101T000000Z") -> str:
