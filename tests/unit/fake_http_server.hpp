@@ -25,6 +25,19 @@
 
 namespace testing {
 
+// What the error thrown by `f` says, whatever its type; "(no error)" when
+// none was thrown.
+template <typename F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+
 struct RecordedRequest {
     std::string method, target, head, body;  // head: request line and headers
     std::string header(const std::string& name) const {

@@ -54,17 +54,6 @@ std::vector<std::string> baikal_collections(const FakeDavLayout& s) {
     return {s.url("/dav.php/addressbooks/alice/default/"), s.url("/dav.php/calendars/alice/default/")};
 }
 
-// What the error says, whatever its type.
-template <typename F>
-std::string failure(F&& f) {
-    try {
-        f();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
-
 }  // namespace
 
 TEST_SUITE("discovery") {
@@ -212,7 +201,7 @@ TEST_CASE("a refused password is an authentication failure, whichever URLs refus
         testing::baikal_layout(server);
         server.override_path("/", {401, {{"WWW-Authenticate", "Basic realm=\"BaikalDAV\""}}, ""});
         HttpClient http(alice("wrong-password"));
-        auto what = failure([&] { discover(http, server.url("/dav.php/")); });
+        auto what = testing::error_of([&] { discover(http, server.url("/dav.php/")); });
         CHECK(what.find("authentication failed (HTTP 401)") != std::string::npos);
         try {
             discover(http, server.url("/dav.php/"));
@@ -450,7 +439,7 @@ TEST_CASE("the configured URL itself redirecting to another origin is refused to
     FakeDavLayout server;
     server.override_path("/dav/", testing::moved_to(other.url("/dav.php/")));
     HttpClient http(alice());
-    auto what = failure([&] { discover(http, server.url("/dav/")); });
+    auto what = testing::error_of([&] { discover(http, server.url("/dav/")); });
     CAPTURE(what);
     CHECK(what.find(server.url("/dav/") + " -> " + other.url("/dav.php/") + " (redirect refused") != std::string::npos);
     CHECK(other.requests().empty());
@@ -513,7 +502,7 @@ TEST_CASE("a gzip bomb answering discovery is refused with a clear error, in bou
     HttpClient http(alice());
     REQUIRE(testing::reset_peak_rss());
     long before = testing::proc_status_kib("VmHWM");
-    auto what = failure([&] { discover(http, server.url("/")); });
+    auto what = testing::error_of([&] { discover(http, server.url("/")); });
     long grown_mib = (testing::proc_status_kib("VmHWM") - before) / 1024;
     CAPTURE(what);
     CAPTURE(grown_mib);

@@ -304,16 +304,6 @@ ClientOptions with_password() {
     return o;
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
-
 }  // namespace
 
 TEST_CASE("a redirect to another origin is refused, names both URLs, and that origin gets nothing") {
@@ -388,7 +378,7 @@ TEST_CASE("the client talks only to its allowed origins, or to the one it was fi
         ClientOptions o = with_password();
         o.allowed_origins = {a.url("/any/path/")};
         HttpClient http(o);
-        auto what = error_of([&] { http.send(Request::get(b.url("/x"))); });
+        auto what = testing::error_of([&] { http.send(Request::get(b.url("/x"))); });
         CHECK(what.find(b.url("/x")) != std::string::npos);
         CHECK(what.find("not the account's origin") != std::string::npos);
         CHECK(http.send(Request::get(a.url("/x"))).status == 207);
@@ -413,7 +403,7 @@ TEST_CASE("a redirect loop ends after max_redirects with an error naming the cha
         return testing::CannedResponse{301, {{"Location", r.target == "/a" ? "/b" : "/a"}}, ""};
     });
     HttpClient http(with_password());
-    auto what = error_of([&] { http.send(Request::propfind(a.url("/a"), "0", "")); });
+    auto what = testing::error_of([&] { http.send(Request::propfind(a.url("/a"), "0", "")); });
     CAPTURE(what);
     CHECK(what.find("more than 5 redirects") != std::string::npos);
     CHECK(what.find(a.url("/a") + " -> " + a.url("/b") + " -> " + a.url("/a")) != std::string::npos);
@@ -502,7 +492,7 @@ TEST_CASE("a gzip bomb is refused with a clear error, in bounded memory") {
     ClientOptions defaults;
     REQUIRE(testing::reset_peak_rss());
     long before = testing::proc_status_kib("VmHWM");
-    auto what = error_of([&] { http.send(Request::propfind(a.url("/dav/"), "1", "<x/>")); });
+    auto what = testing::error_of([&] { http.send(Request::propfind(a.url("/dav/"), "1", "<x/>")); });
     long grown_mib = (testing::proc_status_kib("VmHWM") - before) / 1024;
     CAPTURE(what);
     CAPTURE(grown_mib);
