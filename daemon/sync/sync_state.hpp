@@ -50,7 +50,7 @@ struct CollectionState {
     void save(const std::filesystem::path& path) const;
 
 private:
-    mutable std::string on_disk_;  // the file's text as loaded or last saved
+    mutable std::string on_disk_;  // content_hash() of the file's text as loaded or last saved
 };
 
 // What a sync with nothing to do needs instead of the whole state, kept in
