@@ -5,6 +5,8 @@
 #include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
 
+#include <system_error>
+
 #include "core/log.hpp"
 #include "davsyncd_version.h"
 
@@ -234,14 +236,26 @@ void Daemon::publish() {
 // what changed meanwhile is unknown and pushes sent meanwhile may be lost.
 void Daemon::watch_system_bus() {
     system_bus_ = desktop::SystemEvents::connect();
-    if (!system_bus_) return;
+    if (!system_bus_) return watch_routes();
     system_pump_ = std::make_unique<BusPump>(
         loop_, *system_bus_, [] { log::info("no sync on resume or network return from now on"); }, "system bus");
     system_events_ = std::make_unique<desktop::SystemEvents>(
         loop_, *system_bus_,
         desktop::SystemEvents::Handlers{[this] { system_woke(account::Reason::resume); },
-                                        [this] { system_woke(account::Reason::network); }});
+                                        [this] { system_woke(account::Reason::network); },
+                                        [this] { watch_routes(); }});
     system_pump_->after_send();  // the match rules go out on the next iteration
+}
+
+// Without NetworkManager: a default route appearing is the network's return.
+void Daemon::watch_routes() {
+    try {
+        route_watch_ = std::make_unique<desktop::RouteWatch>(loop_, [this] { system_woke(account::Reason::network); });
+        log::debug("no NetworkManager: watching the routing table for the network's return");
+    } catch (const std::system_error& e) {
+        log::debug("no NetworkManager, and the routing table cannot be watched (", e.what(),
+                   "): no sync on network return");
+    }
 }
 
 // Several accounts must not all hit the network in the same second after a

@@ -18,6 +18,7 @@
 #include "bus/objects.hpp"
 #include "config/config.hpp"
 #include "core/event_loop.hpp"
+#include "desktop/route_watch.hpp"
 #include "desktop/system_events.hpp"
 
 namespace davsyncd::app {
@@ -77,6 +78,7 @@ private:
     void publish();
     void notify_status();
     void watch_system_bus();
+    void watch_routes();
     void system_woke(account::Reason why);
 
     core::EventLoop& loop_;
@@ -98,6 +100,7 @@ private:
     std::unique_ptr<sdbus::IConnection> system_bus_;
     std::unique_ptr<BusPump> system_pump_;
     std::unique_ptr<desktop::SystemEvents> system_events_;
+    std::unique_ptr<desktop::RouteWatch> route_watch_;  // only without NetworkManager
 };
 
 }  // namespace davsyncd::app

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/log.hpp"
@@ -20,7 +21,7 @@ std::unique_ptr<sdbus::IConnection> SystemEvents::connect() {
     try {
         return sdbus::createSystemBusConnection();
     } catch (const sdbus::Error& e) {
-        log::debug("no system bus (", e.getMessage(), "): no sync on resume or network return");
+        log::debug("no system bus (", e.getMessage(), "): no sync on resume");
         return nullptr;
     }
 }
@@ -48,7 +49,7 @@ SystemEvents::SystemEvents(core::EventLoop& loop, sdbus::IConnection& system_bus
     // Only for the log: which of the two is there now.
     bus_ = sdbus::createProxy(system_bus, "org.freedesktop.DBus", "/org/freedesktop/DBus");
     bus_->callMethodAsync("ListNames").onInterface("org.freedesktop.DBus").uponReplyInvoke(
-        [](const sdbus::Error* error, const std::vector<std::string>& names) {
+        [this](const sdbus::Error* error, const std::vector<std::string>& names) {
             if (error) {
                 log::debug("system bus: cannot list names (", error->getMessage(), ")");
                 return;
@@ -56,10 +57,11 @@ SystemEvents::SystemEvents(core::EventLoop& loop, sdbus::IConnection& system_bus
             const bool logind = std::find(names.begin(), names.end(), kLogind) != names.end();
             const bool nm = std::find(names.begin(), names.end(), kNetworkManager) != names.end();
             if (!logind && !nm)
-                log::debug("neither logind nor NetworkManager on the system bus: no sync on resume or network return");
+                log::debug("neither logind nor NetworkManager on the system bus: no sync on resume");
             else
                 log::debug("system bus: ", logind ? "logind" : "no logind", ", ",
                            nm ? "NetworkManager" : "no NetworkManager", "; syncing on resume and network return");
+            if (!nm && handlers_.no_network_manager) handlers_.no_network_manager();
         });
 }
 

@@ -15,7 +15,8 @@
 // reachable at connected-site).
 //
 // Either service may be missing, or the system bus itself: then the events
-// simply never come, and one debug line says so.
+// simply never come, and one debug line says so. Without NetworkManager the
+// daemon watches the routing table instead (route_watch.hpp).
 //
 // Thread affinity: main loop only (the connection is pumped by a BusPump).
 #pragma once
@@ -42,6 +43,7 @@ public:
     struct Handlers {
         std::function<void()> resumed;     // resumed from suspend (and the network is there, or did not come)
         std::function<void()> network_up;  // NetworkManager reached connected-global
+        std::function<void()> no_network_manager;  // NetworkManager is not on the bus (told once, at start)
     };
 
     // Opens the system bus ($DBUS_SYSTEM_BUS_ADDRESS, else the standard
