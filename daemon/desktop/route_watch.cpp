@@ -128,7 +128,10 @@ void RouteWatch::on_readable() {
                 resync_from_empty_ = was_empty;
                 continue;
             }
-            throw std::system_error(errno, std::generic_category(), "recv(NETLINK_ROUTE)");
+            // Nothing else is expected; stop rather than spin on a broken socket.
+            log::warning("routing table watch stopped: recv: ", std::strerror(errno));
+            watch_.cancel();
+            return;
         }
         auto msgs = parse_route_messages(buf, static_cast<size_t>(n));
         for (const auto& [added, route] : msgs.changes)
