@@ -84,6 +84,7 @@ Daemon::Daemon(core::EventLoop& loop, sdbus::IConnection& connection, std::files
 }
 
 Daemon::~Daemon() {
+    route_watch_.reset();
     system_events_.reset();
     accounts_.clear();
     connector_.reset();
@@ -238,7 +239,12 @@ void Daemon::watch_system_bus() {
     system_bus_ = desktop::SystemEvents::connect();
     if (!system_bus_) return watch_routes();
     system_pump_ = std::make_unique<BusPump>(
-        loop_, *system_bus_, [] { log::info("no sync on resume or network return from now on"); }, "system bus");
+        loop_, *system_bus_,
+        [this] {
+            log::info("no sync on resume from now on");
+            if (!route_watch_) watch_routes();
+        },
+        "system bus");
     system_events_ = std::make_unique<desktop::SystemEvents>(
         loop_, *system_bus_,
         desktop::SystemEvents::Handlers{[this] { system_woke(account::Reason::resume); },

@@ -213,3 +213,17 @@ def test_no_system_bus_at_all(bus, daemon_env, servers):
         assert r.reports() == {"one": before["one"] + 1, "two": before["two"]}
     finally:
         r.daemon.stop()
+
+
+def test_system_bus_going_away_leaves_the_daemon_running(rig, sysbus):
+    """The system bus ends (dbus-daemon stopped): davsyncd stays up, serves
+    the session bus, and falls back to the routing table for the network."""
+    sysbus.stop()
+    rig.wait_log("lost the system bus", 0)
+    rig.wait_log("no NetworkManager: watching the routing table", 0)
+    start, before = rig.mon.mark(), rig.reports()
+    rig.bus.call(account_path("two"), "io.github.davsyncd.Account1.Sync")
+    rig.mon.wait_for(lambda s: s.path == account_path("two") and s.member == "SyncFinished",
+                     SYNC_TIMEOUT, "SyncFinished", start)
+    rig.wait_quiet()
+    assert rig.reports() == {"one": before["one"], "two": before["two"] + 1}
