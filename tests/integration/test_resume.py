@@ -148,9 +148,7 @@ def test_network_return_syncs_every_account_once(rig, sysbus):
 
 def test_network_flaps_coalesce(rig, sysbus):
     start, before = rig.mon.mark(), rig.reports()
-    for _ in range(3):
-        sysbus.set_network_state(NM_STATE_DISCONNECTED)
-        sysbus.set_network_state(NM_STATE_CONNECTED_GLOBAL)
+    sysbus.set_network_state(*[NM_STATE_DISCONNECTED, NM_STATE_CONNECTED_GLOBAL] * 3)
     rig.expect_one_sync_each(start, before, "network")
 
 
@@ -227,3 +225,16 @@ def test_system_bus_going_away_leaves_the_daemon_running(rig, sysbus):
                      SYNC_TIMEOUT, "SyncFinished", start)
     rig.wait_quiet()
     assert rig.reports() == {"one": before["one"], "two": before["two"] + 1}
+
+
+def test_resume_syncs_anyway_when_the_network_stays_short_of_global(rig, sysbus):
+    """A LAN-only server may be reachable at connected-site: after 30 s
+    without connected-global the resume syncs anyway, once."""
+    sysbus.set_network_state(NM_STATE_ASLEEP)
+    sysbus.prepare_for_sleep(True)
+    start, before, log_at = rig.mon.mark(), rig.reports(), len(rig.daemon.log())
+    sysbus.prepare_for_sleep(False)
+    sysbus.set_network_state(NM_STATE_CONNECTED_SITE)
+    rig.daemon.wait(lambda: "within 30 s of the resume" in rig.daemon.log()[log_at:], 60,
+                    "the resume to stop waiting for the network")
+    rig.expect_one_sync_each(start, before, "resume")

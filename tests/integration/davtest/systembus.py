@@ -21,6 +21,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import dbus
+
 from davtest.daemon import wait_until
 from davtest.dbus import PrivateBus
 from davtest.procs import stop_process_group
@@ -90,11 +92,18 @@ class SystemBus:
         self.bus.gdbus_call(LOGIND, LOGIND_PATH, f"{MOCK}.EmitSignal", LOGIND_MANAGER,
                             "PrepareForSleep", "b", f"[<{'true' if going_to_sleep else 'false'}>]")
 
-    def set_network_state(self, state: int) -> None:
+    def set_network_state(self, *states: int) -> None:
         """NetworkManager's State property and StateChanged signal (the
-        template's SetGlobalConnectionState does both)."""
-        self.bus.gdbus_call(NETWORK_MANAGER, NETWORK_MANAGER_PATH,
-                            f"{MOCK}.SetGlobalConnectionState", str(state))
+        template's SetGlobalConnectionState does both), once per state, in
+        order. Several states go out from one connection within
+        milliseconds, as a flapping network sends them."""
+        conn = dbus.bus.BusConnection(self.bus.address)
+        try:
+            nm = conn.get_object(NETWORK_MANAGER, NETWORK_MANAGER_PATH, introspect=False)
+            for state in states:
+                nm.SetGlobalConnectionState(dbus.UInt32(state), dbus_interface=MOCK, timeout=30)
+        finally:
+            conn.close()
 
     def stop(self) -> None:
         for proc in self.mocks.values():
