@@ -34,9 +34,10 @@
 //   disabled    the account is disabled (config); nothing runs
 //
 // Timing rules in detail:
-//   - Due times. Every trigger except local_change and push is due at once.
-//     A local change is due local_debounce after it, a push push_debounce
-//     after it; each further debounced trigger pushes the due time back to
+//   - Due times. Every trigger except local_change, push, resume and network
+//     is due at once. A local change is due local_debounce after it, a push
+//     push_debounce after it, a resume or network-up wake_settle + its
+//     stagger after it; each further debounced trigger pushes the due time back to
 //     (its time + its debounce), but never later than (first trigger of the
 //     burst + max_debounce), and never earlier than it already was. Once an
 //     immediate trigger is pending, debounced ones no longer delay it.
