@@ -8,6 +8,8 @@ namespace davsyncd::account {
 namespace {
 
 constexpr unsigned kWholeAccountReasons = Reason::startup | Reason::interval | Reason::retry;
+// Reasons that may end a backoff early (besides the user).
+constexpr unsigned kWakeReasons = Reason::resume | Reason::network;
 
 template <typename T>
 std::optional<T> earliest(std::optional<T> a, std::optional<T> b) {
@@ -30,7 +32,7 @@ const char* to_string(State s) {
 }
 
 std::string reasons_to_string(unsigned reasons) {
-    static const char* const names[] = {"startup", "interval", "local-change", "user", "push", "retry", "config", "renew"};
+    static const char* const names[] = {"startup", "interval", "local-change", "user", "push", "retry", "config", "renew", "resume", "network"};
     std::string out;
     for (unsigned bit = 0; bit < std::size(names); ++bit) {
         if (!(reasons & (1u << bit))) continue;
@@ -87,6 +89,10 @@ bool Scheduler::push(TimePoint now, const std::string& collection, const SyncTok
     pending_.pushes[collection] = pushed;
     add_due(now, s_.push_debounce);
     return true;
+}
+
+void Scheduler::woke(TimePoint now, Reason reason, Duration stagger) {
+    add(now, reason, {}, s_.wake_settle + std::max(stagger, Duration::zero()));
 }
 
 void Scheduler::finished(TimePoint now, const SyncOutcome& outcome) {
@@ -207,6 +213,7 @@ std::optional<SyncRequest> Scheduler::take_start(TimePoint now) {
 
     const bool pending_due = !pending_.empty() && pending_.due && *pending_.due <= now;
     const bool user_due = pending_due && (pending_.reasons & Reason::user);
+    const bool wake_due = pending_due && (pending_.reasons & kWakeReasons);
     unsigned extra = 0;  // reasons of this start beyond the pending ones
     bool whole_account = false;
 
@@ -220,7 +227,7 @@ std::optional<SyncRequest> Scheduler::take_start(TimePoint now) {
         break;
     case State::backoff:
         if (retry_at_ && *retry_at_ <= now) extra |= Reason::retry;
-        else if (!user_due) return std::nullopt;
+        else if (!user_due && !wake_due) return std::nullopt;
         whole_account = true;
         break;
     case State::idle:
@@ -257,7 +264,7 @@ std::optional<TimePoint> Scheduler::next_wakeup() const {
     case State::auth_failed:
         return user ? pending_due : std::nullopt;
     case State::backoff:
-        return earliest(retry_at_, user ? pending_due : std::nullopt);
+        return earliest(retry_at_, user || (pending_.reasons & kWakeReasons) ? pending_due : std::nullopt);
     case State::idle:
         return earliest(next_poll_, pending_due);
     }

@@ -19,7 +19,9 @@
 //     token equals the token the sync ended with are dropped too. Any other
 //     pending trigger runs.
 //   - Local changes (inotify) and pushes are debounced, so that a burst of
-//     writes or a burst of pushes becomes one sync.
+//     writes or a burst of pushes becomes one sync. So are resume and
+//     network-up (woke()), so that a resume followed by the network coming
+//     back, or a flapping network, becomes one sync.
 //
 // States:
 //   idle        waiting for a trigger or the interval timer
@@ -32,9 +34,10 @@
 //   disabled    the account is disabled (config); nothing runs
 //
 // Timing rules in detail:
-//   - Due times. Every trigger except local_change and push is due at once.
-//     A local change is due local_debounce after it, a push push_debounce
-//     after it; each further debounced trigger pushes the due time back to
+//   - Due times. Every trigger except local_change, push, resume and network
+//     is due at once. A local change is due local_debounce after it, a push
+//     push_debounce after it, a resume or network-up wake_settle + its
+//     stagger after it; each further debounced trigger pushes the due time back to
 //     (its time + its debounce), but never later than (first trigger of the
 //     burst + max_debounce), and never earlier than it already was. Once an
 //     immediate trigger is pending, debounced ones no longer delay it.
@@ -54,7 +57,9 @@
 //     sync started from (idle, or backoff/auth_failed when a user request
 //     started it there); it plans a poll only if none is planned yet.
 //   - Triggers while auth_failed or in backoff are kept pending; only a user
-//     request (or, in backoff, the retry time) starts them. Triggers and
+//     request (or, in backoff, the retry time) starts them. In backoff, a
+//     resume or network-up starts them too once due: the failure was most
+//     likely the missing network, so waiting out the backoff helps nobody. Triggers and
 //     pushes while disabled are ignored: set_enabled(true) syncs everything.
 //   - credentials_changed() while a sync runs takes effect when it ends: the
 //     outcome is recorded, then the scheduler leaves backoff/auth_failed.
@@ -95,6 +100,8 @@ enum Reason : unsigned {
     retry = 1u << 5,         // backoff expired
     config = 1u << 6,        // configuration reloaded / credentials changed
     renew = 1u << 7,         // push subscriptions are due for renewal (alone: no collection is synced)
+    resume = 1u << 8,        // the machine resumed from suspend (logind)
+    network = 1u << 9,       // the network came back (NetworkManager: connected-global)
 };
 // "push,local-change" etc., in bit order; "" for 0. Unknown bits are ignored.
 std::string reasons_to_string(unsigned reasons);
@@ -104,6 +111,9 @@ struct Settings {
     Duration local_debounce = std::chrono::seconds(2);     // quiet time after the last local change
     Duration push_debounce = std::chrono::milliseconds(500);
     Duration max_debounce = std::chrono::seconds(30);      // a steady stream still syncs this often
+    // Quiet time after a resume or network-up: the network settles (a
+    // resume is often followed by NetworkManager's connected-global).
+    Duration wake_settle = std::chrono::seconds(2);
     Duration backoff_min = std::chrono::seconds(30);
     Duration backoff_max = std::chrono::hours(1);
     double jitter = 0.2;                                   // +-20% on backoff delays
@@ -149,6 +159,14 @@ public:
     // push is always queued: that sync may end at a newer token, so the
     // comparison happens in finished(). The latest token per collection wins.
     bool push(TimePoint now, const std::string& collection, const SyncToken& pushed, const SyncToken& stored);
+    // The machine resumed or the network came back (`reason` is resume or
+    // network): what changed meanwhile is unknown and pushes sent meanwhile
+    // may be lost, so the whole account syncs, due wake_settle + `stagger`
+    // after `now` and debounced like a local change (a further wake pushes
+    // it back, within max_debounce). `stagger` spreads the syncs of several
+    // accounts. While a sync runs it is folded into the one follow-up. In
+    // backoff it starts once due; while auth_failed it waits like any trigger.
+    void woke(TimePoint now, Reason reason, Duration stagger = Duration::zero());
     // The sync started by the last take_start() has ended. Ignored when no
     // sync runs. Pending pushes of collections that took part in the sync are
     // dropped when outcome.tokens holds their pushed token; anything left

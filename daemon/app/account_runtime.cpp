@@ -186,6 +186,16 @@ void AccountRuntime::credentials_changed() {
     pump();
 }
 
+// Push subscriptions whose renewal fell due while asleep are renewed (or
+// registered again) by this sync's maintenance, which reads the wall clock;
+// the renewal timer, late by the time slept, is re-armed when it ends.
+void AccountRuntime::woke(account::Reason why, core::Duration stagger) {
+    contained("a resume", [&] {
+        scheduler_.woke(loop_.now(), why, stagger);
+        pump();
+    });
+}
+
 void AccountRuntime::cancel() { cancel_ = true; }
 
 // After every event: start what is due, arm the timer for the next

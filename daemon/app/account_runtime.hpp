@@ -55,6 +55,9 @@ public:
     // the next sync runs password_command again, and an account that the
     // server refused tries once more.
     void credentials_changed();
+    // The machine resumed or the network came back: sync the whole account
+    // after `stagger` (and the scheduler's settle time).
+    void woke(account::Reason why, core::Duration stagger);
     // Asks a running job to stop at the next item.
     void cancel();
     bool job_running() const { return job_.joinable(); }

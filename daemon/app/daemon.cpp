@@ -5,6 +5,8 @@
 #include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
 
+#include <system_error>
+
 #include "core/log.hpp"
 #include "davsyncd_version.h"
 
@@ -22,9 +24,11 @@ uint32_t to_epoll(short poll_events) {
 }
 }  // namespace
 
-BusPump::BusPump(core::EventLoop& loop, sdbus::IConnection& connection, std::function<void()> on_lost)
+BusPump::BusPump(core::EventLoop& loop, sdbus::IConnection& connection, std::function<void()> on_lost,
+                 std::string name)
     : connection_(connection),
       on_lost_(std::move(on_lost)),
+      name_(std::move(name)),
       fd_(loop, [this](uint32_t) { process(); }),
       timeout_(loop, [this] { process(); }),
       after_send_(loop, [this] { process(); }) {
@@ -50,7 +54,7 @@ void BusPump::process() {
         lost_ = true;
         fd_.cancel();
         timeout_.cancel();
-        log::notice("lost the session bus (", e.getMessage(), ")");
+        log::notice("lost the ", name_, " (", e.getMessage(), ")");
         on_lost_();
     }
 }
@@ -80,6 +84,8 @@ Daemon::Daemon(core::EventLoop& loop, sdbus::IConnection& connection, std::files
 }
 
 Daemon::~Daemon() {
+    route_watch_.reset();
+    system_events_.reset();
     accounts_.clear();
     connector_.reset();
     manager_.reset();
@@ -103,6 +109,7 @@ void Daemon::start(config::Config cfg) {
     make_connector(cfg.push_distributor.value_or(""));
     apply(std::move(cfg));
     watch_config();
+    watch_system_bus();
     log::notice("davsyncd ", DAVSYNCD_VERSION, " running with ", accounts_.size(), " account(s) from ",
                 config_path_.string());
     sd_notify(0, "READY=1");
@@ -224,6 +231,52 @@ void Daemon::publish() {
     for (const auto& a : accounts_) v.accounts.emplace_back(a->object_path());
     if (manager_) manager_->update(v);
     notify_status();
+}
+
+// Resume from suspend and network return: a sync of every account, since
+// what changed meanwhile is unknown and pushes sent meanwhile may be lost.
+void Daemon::watch_system_bus() {
+    system_bus_ = desktop::SystemEvents::connect();
+    if (!system_bus_) return watch_routes();
+    system_pump_ = std::make_unique<BusPump>(
+        loop_, *system_bus_,
+        [this] {
+            log::info("no sync on resume from now on");
+            if (!route_watch_) watch_routes();
+        },
+        "system bus");
+    system_events_ = std::make_unique<desktop::SystemEvents>(
+        loop_, *system_bus_,
+        desktop::SystemEvents::Handlers{[this] { system_woke(account::Reason::resume); },
+                                        [this] { system_woke(account::Reason::network); },
+                                        [this] { watch_routes(); }});
+    system_pump_->after_send();  // the match rules go out on the next iteration
+}
+
+// Without NetworkManager: a default route appearing is the network's return.
+void Daemon::watch_routes() {
+    try {
+        route_watch_ = std::make_unique<desktop::RouteWatch>(loop_, [this] { system_woke(account::Reason::network); });
+        log::debug("no NetworkManager: watching the routing table for the network's return");
+    } catch (const std::system_error& e) {
+        log::debug("no NetworkManager, and the routing table cannot be watched (", e.what(),
+                   "): no sync on network return");
+    }
+}
+
+// Several accounts must not all hit the network in the same second after a
+// resume: each one after the first starts a little later (at most
+// kStaggerSpan for the last), while a single account is not delayed.
+void Daemon::system_woke(account::Reason why) {
+    constexpr std::chrono::milliseconds kStaggerStep{1500}, kStaggerSpan{20000};
+    std::vector<AccountRuntime*> awake;
+    for (auto& a : accounts_)
+        if (a->state() != account::State::disabled) awake.push_back(a.get());
+    log::info(why == account::Reason::resume ? "resumed from suspend" : "the network is back", ": syncing ",
+              awake.size(), " account(s)");
+    if (awake.empty()) return;
+    const auto step = std::min<core::Duration>(kStaggerStep, kStaggerSpan / std::max<size_t>(awake.size() - 1, 1));
+    for (size_t i = 0; i < awake.size(); ++i) awake[i]->woke(why, step * static_cast<int64_t>(i));
 }
 
 // One STATUS= line for `systemctl --user status davsyncd`.

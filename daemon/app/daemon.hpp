@@ -18,6 +18,8 @@
 #include "bus/objects.hpp"
 #include "config/config.hpp"
 #include "core/event_loop.hpp"
+#include "desktop/route_watch.hpp"
+#include "desktop/system_events.hpp"
 
 namespace davsyncd::app {
 
@@ -28,7 +30,9 @@ class BusPump {
 public:
     // `on_lost` runs once when the connection fails (the bus went away: the
     // session is ending, or dbus-daemon died); the pump stops watching then.
-    BusPump(core::EventLoop& loop, sdbus::IConnection& connection, std::function<void()> on_lost);
+    // `name` says which bus in the log ("session bus", "system bus").
+    BusPump(core::EventLoop& loop, sdbus::IConnection& connection, std::function<void()> on_lost,
+            std::string name = "session bus");
     // Call after sending signals or replies: the connection is processed on
     // the next loop iteration (never re-entered from inside a bus callback),
     // so the queued bytes go out and the watches are re-armed.
@@ -40,6 +44,7 @@ private:
 
     sdbus::IConnection& connection_;
     std::function<void()> on_lost_;
+    std::string name_;
     bool lost_ = false;
     core::FdWatch fd_;
     core::Timer timeout_;
@@ -72,6 +77,9 @@ private:
     AccountRuntime* by_push_token(const std::string& token);
     void publish();
     void notify_status();
+    void watch_system_bus();
+    void watch_routes();
+    void system_woke(account::Reason why);
 
     core::EventLoop& loop_;
     sdbus::IConnection& connection_;
@@ -87,6 +95,12 @@ private:
     core::InotifyWatch config_watch_;  // the config file's folder
     core::Timer config_settle_;        // an editor's burst of writes becomes one reload
     std::string last_status_;
+    // Resume and network return (optional: nullptr without a system bus).
+    // Declared in the order of their lifetimes: events, then pump, then bus.
+    std::unique_ptr<sdbus::IConnection> system_bus_;
+    std::unique_ptr<BusPump> system_pump_;
+    std::unique_ptr<desktop::SystemEvents> system_events_;
+    std::unique_ptr<desktop::RouteWatch> route_watch_;  // only without NetworkManager
 };
 
 }  // namespace davsyncd::app

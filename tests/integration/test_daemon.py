@@ -47,13 +47,14 @@ def davsyncctl_path() -> Path:
 class RunningDaemon:
     """davsyncd in daemon mode on the private bus, with its own XDG folders."""
 
-    def __init__(self, bus: PrivateBus, env: DaemonEnv, config: Path, log_name: str):
+    def __init__(self, bus: PrivateBus, env: DaemonEnv, config: Path, log_name: str,
+                 args: tuple = ()):
         self.bus = bus
         self.env = env
         self.config = config
         self.log_path = env.root / log_name
         self.proc: Optional[subprocess.Popen] = None
-        self.proc = env.start("--config", config, log_name=log_name,
+        self.proc = env.start("--config", config, *args, log_name=log_name,
                               extra_env={"DBUS_SESSION_BUS_ADDRESS": bus.address})
         bus.watchdog = self.death
         # Ready for clients once *this* process owns the name.

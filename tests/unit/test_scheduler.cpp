@@ -99,6 +99,7 @@ TEST_CASE("names of states and reasons") {
     CHECK(reasons_to_string(Reason::push | Reason::local_change) == "local-change,push");
     CHECK(reasons_to_string(0x7f) == "startup,interval,local-change,user,push,retry,config");
     CHECK(reasons_to_string(Reason::config | (1u << 20)) == "config");
+    CHECK(reasons_to_string(Reason::resume | Reason::network) == "resume,network");
 }
 
 TEST_CASE("nothing happens before start()") {
@@ -843,6 +844,144 @@ TEST_CASE("a due poll merges the pending triggers into one whole sync") {
     CHECK_FALSE(s.has_pending());
     s.finished(T0 + 15min + 1s, ok());
     CHECK_FALSE(s.take_start(T0 + 16min));
+}
+
+// --- resume from suspend and network return (woke) ---------------------------
+
+TEST_CASE("a resume syncs the whole account once, after the settle time") {
+    FakeClock c;
+    Scheduler s = started(c);
+    c.advance(1min);
+    s.woke(c.now, Reason::resume);
+    CHECK(s.has_pending());
+    CHECK(s.next_wakeup() == c.now + 2s);
+    CHECK_FALSE(s.take_start(c.now + 2s - 1ms));
+    auto req = s.take_start(c.now + 2s);
+    REQUIRE(req);
+    CHECK(req->reasons == Reason::resume);
+    CHECK(req->collections.empty());
+    CHECK_FALSE(s.has_pending());
+    s.finished(c.now + 3s, ok());
+    CHECK_FALSE(s.has_pending());
+    // A whole-account sync: the poll is planned from its end.
+    CHECK(s.next_wakeup() == c.now + 3s + 15min);
+}
+
+TEST_CASE("a resume followed by the network coming back is one sync") {
+    FakeClock c;
+    Scheduler s = started(c);
+    s.woke(c.now, Reason::resume);
+    s.woke(c.now + 1500ms, Reason::network);
+    CHECK(s.next_wakeup() == c.now + 3500ms);
+    CHECK_FALSE(s.take_start(c.now + 2s));
+    auto req = s.take_start(c.now + 3500ms);
+    REQUIRE(req);
+    CHECK(req->reasons == (Reason::resume | Reason::network));
+    CHECK(req->collections.empty());
+    s.finished(c.now + 4s, ok());
+    CHECK_FALSE(s.has_pending());
+    CHECK(s.syncs_started() == 2);
+}
+
+TEST_CASE("a flapping network coalesces, and still syncs within max_debounce") {
+    FakeClock c;
+    Scheduler s = started(c);
+    // connected-global every second for a minute: debounced into one sync
+    // that starts max_debounce after the first.
+    std::optional<SyncRequest> req;
+    TimePoint started_at{};
+    for (auto t = c.now; t < c.now + 60s && !req; t += 1s) {
+        s.woke(t, Reason::network);
+        if ((req = s.take_start(t))) started_at = t;
+    }
+    REQUIRE(req);
+    CHECK(started_at == c.now + 30s);
+    CHECK(req->reasons == Reason::network);
+    CHECK(s.syncs_started() == 2);
+}
+
+TEST_CASE("a resume during a running sync folds into one follow-up, never zero") {
+    FakeClock c;
+    Scheduler s = started(c);
+    s.trigger(c.now, Reason::user, {"A"});
+    auto first = s.take_start(c.now);
+    REQUIRE(first);
+
+    SUBCASE("one resume") {
+        s.woke(c.now + 1s, Reason::resume);
+    }
+    SUBCASE("a resume and network flaps") {
+        s.woke(c.now + 1s, Reason::resume);
+        for (int i = 0; i < 5; ++i) s.woke(c.now + 1s + i * 100ms, Reason::network);
+    }
+    CHECK_FALSE(s.take_start(c.now + 10s));  // still syncing
+    s.finished(c.now + 10s, ok({{"A", tok("a2")}}));
+    CHECK(s.has_pending());
+    REQUIRE(s.next_wakeup());
+    CHECK(*s.next_wakeup() <= c.now + 10s);  // the settle time passed during the sync
+    auto follow = s.take_start(c.now + 10s);
+    REQUIRE(follow);
+    CHECK((follow->reasons & Reason::resume));
+    CHECK(follow->collections.empty());
+    s.finished(c.now + 11s, ok());
+    CHECK_FALSE(s.has_pending());
+    CHECK_FALSE(s.take_start(c.now + 1min));
+    CHECK(s.syncs_started() == 3);
+}
+
+TEST_CASE("the stagger spreads accounts; without it an account is not delayed") {
+    FakeClock c;
+    Scheduler a = started(c), b = started(c);
+    a.woke(c.now, Reason::resume);
+    b.woke(c.now, Reason::resume, 1500ms);
+    CHECK(a.next_wakeup() == c.now + 2s);
+    CHECK(b.next_wakeup() == c.now + 3500ms);
+    CHECK(a.take_start(c.now + 2s));
+    CHECK_FALSE(b.take_start(c.now + 2s));
+    CHECK(b.take_start(c.now + 3500ms));
+}
+
+TEST_CASE("backoff: the network coming back retries once settled") {
+    FakeClock c;
+    Scheduler s = started(c);
+    c.advance(15min);
+    REQUIRE(s.take_start(c.now));
+    s.finished(c.now, error());
+    REQUIRE(s.state() == State::backoff);
+    const TimePoint retry = c.now + 30s;
+    REQUIRE(s.next_retry() == retry);
+
+    s.woke(c.now + 1s, Reason::network);
+    CHECK(s.next_wakeup() == c.now + 3s);
+    CHECK_FALSE(s.take_start(c.now + 2s));
+    auto req = s.take_start(c.now + 3s);
+    REQUIRE(req);
+    CHECK(req->reasons == Reason::network);
+    CHECK(req->collections.empty());
+    s.finished(c.now + 4s, ok());
+    CHECK(s.state() == State::idle);
+    CHECK(s.next_retry() == std::nullopt);
+    CHECK_FALSE(s.take_start(retry));
+}
+
+TEST_CASE("auth_failed and disabled: a resume starts nothing") {
+    FakeClock c;
+    Scheduler s = started(c);
+    SUBCASE("auth_failed keeps it pending for the user's request") {
+        REQUIRE(s.take_start(c.now + 15min));
+        s.finished(c.now + 15min, auth_failed());
+        s.woke(c.now + 16min, Reason::resume);
+        CHECK(s.has_pending());
+        CHECK(s.next_wakeup() == std::nullopt);
+        CHECK_FALSE(s.take_start(c.now + 20min));
+    }
+    SUBCASE("disabled ignores it") {
+        s.set_enabled(c.now, false);
+        s.woke(c.now, Reason::resume);
+        s.woke(c.now, Reason::network);
+        CHECK_FALSE(s.has_pending());
+        CHECK_FALSE(s.take_start(c.now + 1min));
+    }
 }
 
 }  // TEST_SUITE

@@ -115,6 +115,10 @@ class DaemonEnv:
             d.mkdir(parents=True, exist_ok=True)
         self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._binary = Path(binary).absolute() if binary else None
+        # The system bus davsyncd watches for resume and network return: by
+        # default an address where nothing listens, so that no test hears the
+        # host's logind or NetworkManager (tests of it set a private one).
+        self.system_bus_address = f"unix:path={self.root.absolute() / 'no-system-bus'}"
 
     @property
     def binary(self) -> Path:
@@ -150,6 +154,7 @@ class DaemonEnv:
             "XDG_DATA_HOME": str(self.data_home),
             "XDG_RUNTIME_DIR": str(self.runtime_dir),
             "LC_ALL": "C.UTF-8",
+            "DBUS_SYSTEM_BUS_ADDRESS": self.system_bus_address,
         })
         env.update(extra or {})
         return env

@@ -573,9 +573,11 @@ class Radicale(DavServer):
 
     name = "radicale"
 
-    def __init__(self, workdir: Optional[os.PathLike | str] = None, *, rights: Optional[str] = None, **kwargs):
+    def __init__(self, workdir: Optional[os.PathLike | str] = None, *, rights: Optional[str] = None,
+                 log_level: str = "warning", **kwargs):
         super().__init__(workdir, **kwargs)
         self.rights_text = rights
+        self.log_level = log_level
         self.rights_path = self.workdir / "rights"
 
     def set_rights(self, text: str) -> None:
@@ -619,12 +621,23 @@ filesystem_folder = {self.storage_dir}
 [web]
 type = none
 [logging]
-level = warning
+level = {self.log_level}
 mask_passwords = True
 """)
 
     def _command(self, port: int) -> list[str]:
         return [PYTHON, "-m", "radicale", "--config", str(self.config_path)]
+
+    def requests_logged(self, method: str, path: str) -> int:
+        """How many `method` requests for `path` ("/alice/work/") the log
+        shows; needs log_level "info" (raises otherwise)."""
+        if self.log_level not in ("info", "debug"):
+            raise ServerError("radicale: requests_logged() needs log_level='info'")
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return text.count(f"] {method} request for '{path}'")
 
     @property
     def principal_url(self) -> str:
