@@ -13,5 +13,43 @@ complete -c davsyncctl -n "not __fish_seen_subcommand_from $commands" -a reload 
 complete -c davsyncctl -n "not __fish_seen_subcommand_from $commands" -a confirm-delete -d 'apply held-back deletions'
 complete -c davsyncctl -n "not __fish_seen_subcommand_from $commands" -a set-password -d 'store a password in the Secret Service'
 complete -c davsyncctl -n "not __fish_seen_subcommand_from $commands" -a list -d 'account or collection ids'
-complete -c davsyncctl -n "__fish_seen_subcommand_from sync set-password list" -a '(timeout 5 davsyncctl list 2>/dev/null)' -d account
-complete -c davsyncctl -n "__fish_seen_subcommand_from confirm-delete" -a '(for a in (timeout 5 davsyncctl list 2>/dev/null); for c in (timeout 5 davsyncctl list $a 2>/dev/null); echo $a/$c; end; end)'
+
+# The names the daemon knows for the argument being typed: accounts, then
+# (sync) an account's collections, or ACCOUNT/COLLECTION for confirm-delete.
+function __davsyncctl_names
+    set -l args
+    set -l skip 0
+    for t in (commandline -opc)[2..-1]
+        if test $skip -eq 1
+            set skip 0
+            continue
+        end
+        switch $t
+            case --timeout
+                set skip 1
+            case '-*'
+            case '*'
+                set -a args $t
+        end
+    end
+    set -l n (count $args)
+    switch "$args[1]"
+        case sync
+            if test $n -eq 1
+                timeout 5 davsyncctl list 2>/dev/null
+            else if test $n -eq 2
+                timeout 5 davsyncctl list $args[2] 2>/dev/null
+            end
+        case set-password list
+            test $n -eq 1; and timeout 5 davsyncctl list 2>/dev/null
+        case confirm-delete
+            if test $n -eq 1
+                for a in (timeout 5 davsyncctl list 2>/dev/null)
+                    for c in (timeout 5 davsyncctl list $a 2>/dev/null)
+                        echo $a/$c
+                    end
+                end
+            end
+    end
+end
+complete -c davsyncctl -n "__fish_seen_subcommand_from $commands" -a '(__davsyncctl_names)'

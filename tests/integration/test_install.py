@@ -65,7 +65,8 @@ def test_install_places_man_pages_completions_and_example(installed):
     for name in ("davsyncctl", "davsyncd"):
         assert (completions / name).read_text() == COMPLETION.read_text()
     assert (usr / "share" / "zsh" / "site-functions" / "_davsyncctl").is_file()
-    assert (usr / "share" / "fish" / "vendor_completions.d" / "davsyncctl.fish").is_file()
+    for name in ("davsyncctl.fish", "davsyncd.fish"):
+        assert (usr / "share" / "fish" / "vendor_completions.d" / name).is_file()
     doc = usr / "share" / "doc" / "davsyncd"
     for name in ("config.example.json", "config.schema.json"):
         assert (doc / name).read_text() == (REPO_ROOT / "config" / name).read_text()
@@ -247,6 +248,25 @@ def test_bash_completion_offers_the_daemons_names(running_daemon):
     assert complete(["davsyncd", "--account", ""], env) == ["personal", "work"]
 
 
+def test_bash_completion_takes_names_literally(tmp_path):
+    """Collection ids are the server's choice: a name is offered as it is,
+    never expanded as a shell word (compgen -W would run a $(...))."""
+    marker = tmp_path / "expanded"
+    names = f"$(touch {marker})\n`touch {marker}`\n* a b\nplain"
+    prog = f"""
+source {COMPLETION}
+cur=''
+COMPREPLY=()
+_davsyncctl_add_matching {_bash_quote(names)} ""
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+    res = subprocess.run(["bash", "--norc", "--noprofile", "-c", prog], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == names.split("\n")
+    assert not marker.exists()
+
+
 def test_bash_completion_without_a_daemon_offers_no_names(tmp_path):
     """No daemon (and no activation on this empty bus): commands still
     complete, names are just absent, and nothing hangs or prints."""
@@ -255,3 +275,34 @@ def test_bash_completion_without_a_daemon_offers_no_names(tmp_path):
                    PATH=f"{davsyncd_path().parent}:{os.environ.get('PATH', '/usr/bin:/bin')}")
         assert complete(["davsyncctl", "sync", ""], env) == []
         assert complete(["davsyncctl", "rel"], env) == ["reload"]
+
+
+def test_zsh_and_fish_completions_parse():
+    for shell, files in (("zsh", ["_davsyncctl.zsh"]), ("fish", ["davsyncctl.fish", "davsyncd.fish"])):
+        if not shutil.which(shell):
+            pytest.skip(f"{shell} is not installed (Debian package {shell})")
+        for name in files:
+            res = subprocess.run([shell, "-n", str(REPO_ROOT / "completions" / name)], capture_output=True,
+                                 text=True, timeout=60)
+            assert res.returncode == 0 and res.stderr == "", (name, res.stderr)
+
+
+def fish_complete(line: str, env: dict) -> list[str]:
+    """fish's completions (without descriptions) for a command line."""
+    files = " ".join(str(REPO_ROOT / "completions" / n) for n in ("davsyncctl.fish", "davsyncd.fish"))
+    prog = f"for f in {files}; source $f; end; complete -C {_bash_quote(line)}"
+    res = subprocess.run(["fish", "--no-config", "-c", prog], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    return [l.split("\t")[0] for l in res.stdout.splitlines() if l]
+
+
+def test_fish_completion_offers_the_daemons_names(running_daemon):
+    if not shutil.which("fish"):
+        pytest.skip("fish is not installed (Debian package fish)")
+    env = running_daemon
+    assert fish_complete("davsyncctl sync ", env) == ["personal", "work"]
+    assert fish_complete("davsyncctl --timeout 9 sync work ", env) == ["contacts", "personal", "tasks"]
+    assert fish_complete("davsyncctl confirm-delete w", env) == ["work/contacts", "work/personal", "work/tasks"]
+    assert fish_complete("davsyncd --account ", env) == ["personal", "work"]
+    assert fish_complete("davsyncctl rel", env) == ["reload"]
