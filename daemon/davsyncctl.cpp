@@ -27,6 +27,8 @@ Commands:
   sync [ACCOUNT [COLLECTION]]    sync now and wait for the result (--no-wait: return at once)
   watch                          print the daemon's events as they happen (Ctrl-C to stop)
   reload                         re-read the configuration file
+  list [ACCOUNT]                 account ids, or ACCOUNT's collection ids, one per line
+                                 (for scripts and shell completion)
   confirm-delete ACCOUNT/COLLECTION
                                  apply the deletions a sync refused (more than the
                                  deletion guard allows) at its next sync, started now
@@ -166,6 +168,26 @@ int sync(Client& client, const std::string& account, const std::string& collecti
     return all_ok ? 0 : 1;
 }
 
+// Names only, one per line, for shell completion: what `sync` and
+// `confirm-delete` accept. Ids are restricted on both sides, but a server
+// chose the collection ids: print them as the terminal would show them.
+int list(Client& client, const std::string& account) {
+    Snapshot s = client.snapshot();
+    for (const auto& [path, a] : s.accounts) {
+        if (account.empty()) {
+            std::cout << shown(str(a, "Id")) << "\n";
+            continue;
+        }
+        if (str(a, "Id") != account) continue;
+        for (const auto& cpath : a.value("Collections", std::vector<std::string>{}))
+            if (auto it = s.collections.find(cpath); it != s.collections.end()) std::cout << shown(str(it->second, "Id")) << "\n";
+        return 0;
+    }
+    if (account.empty()) return 0;
+    std::cerr << "davsyncctl: no account '" << shown(account) << "'\n";
+    return 1;
+}
+
 int watch(Client& client, bool as_json) {
     client.watch([as_json](const std::string& path, const std::string& iface, const std::string& member, const json& args) {
         if (as_json) {
@@ -217,6 +239,7 @@ int main(int argc, char** argv) {
         if (cmd == "sync" && args.size() <= 3)
             return sync(client, args.size() > 1 ? args[1] : "", args.size() > 2 ? args[2] : "", wait, timeout, as_json);
         if (cmd == "watch" && args.size() == 1) return watch(client, as_json);
+        if (cmd == "list" && args.size() <= 2) return list(client, args.size() > 1 ? args[1] : "");
         if (cmd == "confirm-delete" && args.size() == 2) {
             auto slash = args[1].find('/');
             if (slash == std::string::npos) {

@@ -282,7 +282,8 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
                                                      .local_trigger_only = local_only,
                                                      .cancel = cancel});
                 auto line = sync::summary(plan.label, report);
-                if (report.requests || report.written_files.size() || report.removed_files.size()) log::info(line);
+                if (report.requests || report.written_files.size() || report.removed_files.size())
+                    log::info(log::Context{account.id, plan.folder, log::message::sync_done}, line);
                 r.summary.push_back(line);
                 r.outcome.tokens[plan.folder] = report.token;
                 // A refused deletion waits for the user (Collection1.DeletionRefused);
@@ -291,7 +292,8 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
             } catch (const dav::RemoteError& e) {
                 if (e.auth_failed()) throw;
                 collection_gone |= e.status == 404 || e.status == 410;
-                log::error(plan.label, ": sync failed: ", e.what());
+                log::error(log::Context{account.id, plan.folder, log::message::sync_failed}, plan.label,
+                           ": sync failed: ", e.what());
                 r.summary.push_back(cat(plan.label, ": FAILED: ", e.what()));
                 r.error = e.what();
                 r.outcome.retry_after = e.retry_after;
@@ -301,7 +303,8 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
             } catch (const dav::Cancelled&) {
                 throw;
             } catch (const std::exception& e) {
-                log::error(plan.label, ": sync failed: ", e.what());
+                log::error(log::Context{account.id, plan.folder, log::message::sync_failed}, plan.label,
+                           ": sync failed: ", e.what());
                 r.summary.push_back(cat(plan.label, ": FAILED: ", e.what()));
                 r.error = e.what();
                 failed.insert(plan.folder);
@@ -583,7 +586,8 @@ void AccountRuntime::push_endpoint(const std::string& endpoint) {
 }
 
 void AccountRuntime::push_lost(const std::string& why) {
-    log::warning("account '", account_.id, "': push lost: ", why, "; polling");
+    log::warning(log::Context{account_.id, {}, log::message::push_lost}, "account '", account_.id, "': push lost: ", why,
+                 "; polling");
     set_push_state(connector_->distributor().empty() ? "poll-only" : "failed");
 }
 

@@ -24,6 +24,7 @@
 
 #include "core/log.hpp"
 #include "dav/http_client.hpp"
+#include "davsyncd_version.h"
 
 extern char** environ;
 
@@ -38,7 +39,8 @@ constexpr std::size_t kMaxFileSize = 16u * 1024 * 1024;
 constexpr std::size_t kMaxDepth = 32;  // a valid config nests 5 deep
 constexpr std::int64_t kMaxSyncInterval = 365LL * 24 * 3600;  // keeps timer arithmetic far from overflow
 constexpr std::int64_t kMaxMultigetBatch = 1000;
-constexpr std::string_view kExample = "config/config.example.json";
+// The installed example (share/doc/davsyncd under the build's prefix).
+constexpr std::string_view kExample = DAVSYNCD_EXAMPLE_CONFIG;
 
 // ---------------------------------------------------------------------------
 // Positions. nlohmann/json records none for values, so after it has accepted
@@ -673,7 +675,7 @@ Config load(const std::filesystem::path& path, const fs::XdgDirs& xdg) {
     if (fd < 0) {
         int err = errno;
         if (err == ENOENT || err == ENOTDIR)
-            throw ConfigError(cat(path.string(), " does not exist; create it from the example in the davsyncd sources (mkdir -p ",
+            throw ConfigError(cat(path.string(), " does not exist; create it from the example (mkdir -p ",
                                   path.parent_path().string(), " && cp ", kExample, " ", path.string(),
                                   ", then edit it) or use --config FILE to read another file"));
         throw ConfigError(cat("cannot read ", path.string(), ": ", std::strerror(err)));

@@ -199,6 +199,8 @@ SyncReport sync_collection(dav::HttpClient& http, const PlannedCollection& plan,
     o.state_file = plan.state_file;
     o.conflicts_dir = plan.conflicts_dir;
     o.label = plan.label;
+    o.account = account.id;
+    o.collection = plan.folder;
     return CollectionSync(remote, local, std::move(o)).run();
 }
 

@@ -16,6 +16,9 @@
 namespace davsyncd::sync {
 namespace {
 
+// The journal's fields for an event of this collection.
+log::Context about(const SyncOptions& o, std::string_view message_id) { return {o.account, o.collection, message_id}; }
+
 // Interrupted downloads are finished from this file (see recover_interrupted()).
 std::filesystem::path journal_path(const std::filesystem::path& state_file) {
     return state_file.string() + ".journal";
@@ -361,7 +364,7 @@ bool CollectionSync::deletion_needs_confirmation(size_t deletions, size_t remain
                   "; nothing was deleted on the server. Confirm with 'davsyncctl confirm-delete' (or --force-delete)")
             : cat("the server deleted ", deletions, " of ", total,
                   " items; no local file was deleted. Confirm with 'davsyncctl confirm-delete' (or --force-delete)");
-    log::error(opts_.label, ": deletion refused: ", report_.refused_reason);
+    log::error(about(opts_, log::message::deletion_refused), opts_.label, ": deletion refused: ", report_.refused_reason);
     return true;
 }
 
@@ -536,14 +539,15 @@ void CollectionSync::refuse(const Upload& change, const dav::WriteResult& w) {
     if (change.deletion) {
         if (server) restore_server_version(*change.key, *server);
         else state_.items.erase(*change.key);
-        log::warning(opts_.label, ": ", change.file, ": deletion ", why,
+        log::warning(about(opts_, log::message::upload_refused), opts_.label, ": ", change.file, ": deletion ", why,
                      server ? "; restored the server's version" : "; the server no longer has it either");
         return;
     }
     if (server) {
         auto aside = keep_loser(change.file, "local", change.content, why);
         restore_server_version(*change.key, *server);
-        log::warning(opts_.label, ": ", change.file, ": change ", why, "; kept it in ", aside.string(),
+        log::warning(about(opts_, log::message::upload_refused), opts_.label, ": ", change.file, ": change ", why,
+                     "; kept it in ", aside.string(),
                      " and restored the server's version");
         return;
     }
@@ -552,11 +556,13 @@ void CollectionSync::refuse(const Upload& change, const dav::WriteResult& w) {
         local_.remove(change.file);
         if (change.key) state_.items.erase(*change.key);
         report_.removed_files.push_back(change.file);
-        log::warning(opts_.label, ": ", change.file, ": ", why, "; moved it to ", aside.string());
+        log::warning(about(opts_, log::message::upload_refused), opts_.label, ": ", change.file, ": ", why,
+                     "; moved it to ", aside.string());
         return;
     }
     failures_.refused(change.file, change.hash(), w.status, w.reason);
-    log::warning(opts_.label, ": ", change.file, ": ", why, "; left in place, not sent again until it changes");
+    log::warning(about(opts_, log::message::upload_refused), opts_.label, ": ", change.file, ": ", why,
+                 "; left in place, not sent again until it changes");
 }
 
 // The server's current version of one item (GET), nullopt when it has none.
@@ -654,7 +660,8 @@ std::filesystem::path CollectionSync::keep_loser(const std::string& file, const 
         reason += ".reason";
         fs::write_atomic(reason, why + "\n", 0600);
     } else {
-        log::warning(opts_.label, ": conflict on ", file, ": ", why, "; the ", side, " version was set aside in ",
+        log::warning(about(opts_, log::message::conflict), opts_.label, ": conflict on ", file, ": ", why, "; the ",
+                     side, " version was set aside in ",
                      path.string());
     }
     return path;

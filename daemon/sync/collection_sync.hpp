@@ -51,6 +51,8 @@ struct SyncOptions {
     std::filesystem::path state_file;          // CollectionState JSON
     std::filesystem::path conflicts_dir;       // where losing versions go
     std::string label;                         // "account/collection" for logs
+    std::string account;                       // the journal's ACCOUNT= and COLLECTION= (folder name)
+    std::string collection;
     // Only a local change asked for this sync: when the scan finds nothing
     // (e.g. the event was our own write), stop without a request.
     bool local_trigger_only = false;
