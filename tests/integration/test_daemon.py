@@ -22,6 +22,7 @@ from typing import Optional
 import pytest
 
 from davtest import sampledata
+from davtest.ports import UnusedServer
 from davtest.procs import proc_figures
 from davtest.vdir import atomic_write
 from davtest.daemon import REPO_ROOT, DaemonEnv, account_for, davsyncd_path, wait_until
@@ -581,7 +582,8 @@ def test_reload_rejects_an_invalid_config(radicale, daemon_env, bus, demo):
     good = json.loads(demo.config.read_text())
     bad = json.loads(demo.config.read_text())
     bad["accounts"][0]["pasword"] = "typo"
-    bad["accounts"].append({"id": "other", "url": "http://127.0.0.1:1/", "username": "x",
+    unused = UnusedServer()      # the rejected account's server: never contacted
+    bad["accounts"].append({"id": "other", "url": unused.url, "username": "x",
                             "password": "y"})
     demo.config.write_text(json.dumps(bad, indent=2) + "\n")
     mon = bus.monitor()
@@ -617,6 +619,8 @@ def test_reload_rejects_an_invalid_config(radicale, daemon_env, bus, demo):
     # Fixed file: reload works again.
     demo.config.write_text(json.dumps(good, indent=2) + "\n")
     assert bus.call(ROOT_PATH, f"{MANAGER}.Reload") == ()
+    assert unused.connections() == 0
+    unused.close()
 
 
 # ------------------------------------------------------------------ 5. named errors
