@@ -623,6 +623,21 @@ def test_reload_rejects_an_invalid_config(radicale, daemon_env, bus, demo):
     unused.close()
 
 
+def test_the_journal_gets_one_line_per_collection_and_sync(bus, demo):
+    """README: "The journal gets one line per collection and sync" (the log
+    on stderr is what the journal stores, <N> being the priority)."""
+    before = demo.account()["LastSync"]
+    bus.call(account_path(DEMO), f"{ACCOUNT}.Sync")
+    assert demo.wait_synced(after=before)["LastResult"] == "ok"
+    line = re.compile(r"^<6>demo/([^:]+): \d+ down, \d+ up, \d+ deleted here, "
+                      r"\d+ deleted on server, \d+ conflicts, \d+ requests, [\d.]+ s$", re.M)
+    per_collection = {}
+    for name in line.findall(demo.log()):
+        per_collection[name] = per_collection.get(name, 0) + 1
+    # Two syncs (the startup sync and Sync()), one line each, per collection.
+    assert per_collection == {name: 2 for name in DEMO_COLLECTIONS}, demo.log()[-3000:]
+
+
 # ------------------------------------------------------------------ 5. named errors
 
 
