@@ -217,6 +217,8 @@ def test_objects_appear_with_their_properties(radicale, daemon_env, bus, demo):
     assert acc["State"] == "idle"
     assert acc["LastResult"] == "ok"
     assert acc["LastError"] == ""
+    # Microseconds since the Unix epoch (the D-Bus contract): the one place
+    # where the daemon's time is compared with this process's wall clock.
     now_us = time.time() * 1e6
     assert 0 < acc["LastSync"] <= now_us + 1e6
     assert acc["LastSuccess"] == acc["LastSync"]
@@ -567,11 +569,16 @@ def test_reload_removes_and_restarts_accounts(radicale, server_factory, daemon_e
 
     # SIGHUP reloads too: a changed interval restarts the account's schedule.
     start = mon.mark()
+    before = d.account()["LastSync"]
     daemon_env.write_config([account_for(radicale, DEMO, sync_interval=INTERVAL // 2)], path=cfg)
     d.signal(signal.SIGHUP)
+
+    # The changed account is rebuilt and syncs at once; its next poll is the
+    # new interval after that sync (both times the daemon's own clock).
     def rescheduled():
         a = d.account()
-        return a if abs(a["NextSync"] - time.time() * 1e6 - INTERVAL // 2 * 1e6) < 120e6 else None
+        return a if a["LastSync"] > before and a["State"] == "idle" and \
+            abs(a["NextSync"] - a["LastSync"] - INTERVAL // 2 * 1e6) < 120e6 else None
     d.wait(rescheduled, SYNC_TIMEOUT, "NextSync one new interval away")
     assert d.proc.poll() is None
     assert account_path(DEMO) in bus.managed_objects()

@@ -352,7 +352,8 @@ class Rig(SettleMixin):
             return None
         # A pending trigger makes NextSync the (near) due time; idle means the
         # next thing planned is the far poll.
-        if a["NextSync"] and a["NextSync"] / 1e6 - time.time() < 600:
+        # (Both the daemon's own times: no comparison with this clock.)
+        if a["NextSync"] and a["NextSync"] - a["LastSync"] < 600e6:
             return None
         if len(self.started()) != n_started:
             return None
