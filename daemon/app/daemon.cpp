@@ -107,6 +107,7 @@ void Daemon::start(config::Config cfg) {
                 deferred_apply_.schedule();
             }});
     make_connector(cfg.push_distributor.value_or(""));
+    cfg_.push_distributor = cfg.push_distributor;  // apply() must not take it for a change
     apply(std::move(cfg));
     watch_config();
     watch_system_bus();
@@ -116,6 +117,8 @@ void Daemon::start(config::Config cfg) {
 }
 
 void Daemon::make_connector(const std::string& preferred_distributor) {
+    // The old connector leaves the bus first: both export the same object path.
+    connector_.reset();
     connector_ = std::make_unique<push::Connector>(
         connection_, bus::kBusName, preferred_distributor,
         push::Connector::Handlers{

@@ -16,13 +16,16 @@ failing test, so a failure shows what the server saw.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from davtest import violations  # noqa: E402
 from davtest.daemon import DaemonEnv, davsyncd_path  # noqa: E402
 from davtest.dbus import PrivateBus  # noqa: E402
 from davtest.davical import DAViCal  # noqa: E402
@@ -51,6 +54,17 @@ KNOWN_DAEMON_BUGS: dict[tuple[str, str, str], str] = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # scripts/test sets DAVTEST_TMP to a folder of its own per run; each pytest
+    # process then takes a fresh folder in it, named after its test file, so
+    # that concurrent runs never share (and pytest never wipes) a basetemp.
+    run_dir = os.environ.get("DAVTEST_TMP")
+    if run_dir and not config.option.basetemp:
+        stem = Path(config.args[0]).stem if config.args else "pytest"
+        config.option.basetemp = tempfile.mkdtemp(prefix=stem + ".", dir=run_dir)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         callspec = getattr(item, "callspec", None)
@@ -61,6 +75,18 @@ def pytest_collection_modifyitems(config, items):
         elif key in KNOWN_DAEMON_BUGS:
             item.add_marker(pytest.mark.xfail(reason=f"{kind}: {KNOWN_DAEMON_BUGS[key]}",
                                               raises=AssertionError, strict=False))
+
+
+@pytest.fixture(autouse=True)
+def doubles_report_violations():
+    """Fails the test when a test double (push front, distributor) recorded
+    a spec violation that the test did not take (take_violations()). Set up
+    first, so torn down last: after the doubles themselves have stopped."""
+    violations.begin()
+    yield
+    if unread := violations.unread():
+        pytest.fail("spec violations recorded by the test doubles:\n  " + "\n  ".join(unread),
+                    pytrace=False)
 
 
 def _start(kind: str, workdir: Path) -> DavServer:

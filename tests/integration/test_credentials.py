@@ -38,6 +38,9 @@ def test_fixed_password_file_then_sync(radicale, daemon_env, bus, start_daemon):
     d = start_daemon(cfg)
     refused = _refused(d)
     assert "401" in refused["LastError"]
+    # README: "a refused password stops retries until you fix it": no retry
+    # and no poll is planned (NextSync 0), and none happens.
+    assert refused["NextSync"] == 0, refused
     secret.write_text(radicale.password + "\n")
     bus.call(account_path(ACCOUNT), f"{ACCOUNT_IFACE}.Sync")
     _synced_ok(d, refused["LastSync"])

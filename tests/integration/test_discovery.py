@@ -339,3 +339,19 @@ def test_missing_config_file_is_named(daemon_env, tmp_path):
     res = daemon_env.run("--config", missing, "--discover", "--json")
     assert res.returncode != 0, f"stdout: {res.stdout}\nstderr: {res.stderr}"
     assert str(missing) in res.stderr, res.stderr
+
+
+def test_push_capable_collections_show_push_web_push(seeded_radicale, daemon_env):
+    """README: a server that lists `transports` / `topic` on its collections:
+    `davsyncd --discover` shows `push=web-push` for them (and push=no for the
+    others)."""
+    from davtest.pushfront import PushFront
+    srv = seeded_radicale
+    with PushFront(srv.base_url, push_filter=lambda path: "/tasks/" not in path) as front:
+        res = _discover(daemon_env, [account_for(front.server_view(srv), "personal")])
+    assert res.returncode == 0, f"exit {res.returncode}\nstderr: {res.stderr}"
+    assert "push: server announces webdav-push" in res.stdout, res.stdout
+    push = dict(re.findall(r"^\s+id=(\S+) .*\bpush=(\S+)$", res.stdout, re.M))
+    assert push.get("tasks") == "no", res.stdout
+    others = {k: v for k, v in push.items() if k != "tasks"}
+    assert others and set(others.values()) == {"web-push"}, res.stdout

@@ -238,3 +238,29 @@ def test_config_writing(tmp_path, radicale):
     e = env.env()
     assert e["XDG_STATE_HOME"] == str(env.state_home) and "DBUS_SESSION_BUS_ADDRESS" not in e
     assert env.run("ignored").returncode == 0
+
+
+def test_monitor_raises_on_a_signal_it_cannot_parse(tmp_path):
+    """A signal line the GVariant parser cannot read fails the wait at once,
+    naming the line, instead of turning into a silent timeout."""
+    import io
+    import threading
+    import types
+
+    from davtest.dbus import Monitor
+
+    mon = Monitor.__new__(Monitor)
+    mon.bus = types.SimpleNamespace(watchdog=None)
+    mon.log_path = tmp_path / "monitor.log"
+    mon.signals, mon.lines, mon.parse_errors = [], [], []
+    mon._cv = threading.Condition()
+    mon.proc = types.SimpleNamespace(stdout=io.StringIO(
+        "/io/github/davsyncd: io.github.davsyncd.Manager1.Good ('a', 1)\n"
+        "/io/github/davsyncd: io.github.davsyncd.Manager1.Odd (b'bytes', 1)\n"))
+    mon._read()
+    assert [s.member for s in mon.signals] == ["Good"]
+    with pytest.raises(AssertionError, match="cannot parse the signal.*Odd"):
+        mon.find(lambda s: True)
+    # A timeout would say "timed out ... waiting for", not "cannot parse".
+    with pytest.raises(AssertionError, match="cannot parse"):
+        mon.wait_for(lambda s: s.member == "Odd", timeout=120)

@@ -29,6 +29,7 @@ from typing import Optional
 
 import pytest
 
+from davtest.ports import UnusedServer
 from davtest import sampledata
 from davtest.daemon import DaemonEnv, account_for, davsyncd_path, wait_until, write_config
 from davtest.dbus import ACCOUNT, MANAGER, ROOT_PATH, PrivateBus, account_path
@@ -169,8 +170,20 @@ def test_activation_file(build_dir, prefix):
 def installed(build_dir, prefix, tmp_path_factory) -> dict:
     """`meson install --destdir` of the build, once: dest, root (dest +
     prefix), bindir, datadir, unit (the installed user unit) and dropin."""
-    dest = tmp_path_factory.mktemp("install") / "dest"
-    res = subprocess.run(["meson", "install", "-C", str(build_dir), "--no-rebuild",
+    work = tmp_path_factory.mktemp("install")
+    dest = work / "dest"
+    # Not `meson install -C build`: other tests run from that shared folder
+    # meanwhile, and meson install writes into it (meson-logs/install-log.txt).
+    # A folder of our own holds a copy of the install plan and links to the
+    # build's outputs, which are only read.
+    own = work / "build"
+    (own / "meson-private").mkdir(parents=True)
+    (own / "meson-logs").mkdir()
+    shutil.copy2(build_dir / "meson-private" / "install.dat", own / "meson-private")
+    for entry in build_dir.iterdir():
+        if entry.name not in ("meson-private", "meson-logs"):
+            (own / entry.name).symlink_to(entry)
+    res = subprocess.run(["meson", "install", "-C", str(own), "--no-rebuild",
                           "--destdir", str(dest)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     root = dest / prefix["prefix"].lstrip("/")
@@ -347,18 +360,20 @@ def test_configuration_error_exits_78(tmp_path, mode, problem):
     env = DaemonEnv(tmp_path / "daemon")
     cfg = env.config_path
     args = []
-    if problem == "invalid":
-        cfg = env.write_config([{"id": "p", "url": "http://127.0.0.1:1/", "username": "a",
-                                 "password_command": "true", "pasword": "x"}])
-    elif problem == "unknown-account":
-        cfg = env.write_config([{"id": "p", "url": "http://127.0.0.1:1/", "username": "a",
-                                 "password_command": "true"}])
-        args = ["--account", "nosuch"]
-    res = env.run("--config", cfg, *args, *mode, timeout=60)
-    assert res.returncode == EX_CONFIG, (res.returncode, res.stderr)
-    assert str(cfg) in res.stderr, res.stderr
-    # The bus was never needed to tell.
-    assert "session bus" not in res.stderr, res.stderr
+    with UnusedServer() as server:
+        if problem == "invalid":
+            cfg = env.write_config([{"id": "p", "url": server.url, "username": "a",
+                                     "password_command": "true", "pasword": "x"}])
+        elif problem == "unknown-account":
+            cfg = env.write_config([{"id": "p", "url": server.url, "username": "a",
+                                     "password_command": "true"}])
+            args = ["--account", "nosuch"]
+        res = env.run("--config", cfg, *args, *mode, timeout=60)
+        assert res.returncode == EX_CONFIG, (res.returncode, res.stderr)
+        assert str(cfg) in res.stderr, res.stderr
+        # Neither the bus nor the server was needed to tell.
+        assert "session bus" not in res.stderr, res.stderr
+        assert server.connections() == 0
 
 
 def test_help_documents_the_exit_status():

@@ -12,6 +12,8 @@ import socket
 import threading
 from typing import Optional
 
+import pytest
+
 from davtest import sampledata as sd
 from davtest.daemon import account_for
 from davtest.dbus import ACCOUNT as ACCOUNT_IFACE, account_path
@@ -130,5 +132,28 @@ def test_an_absurd_retry_after_is_clamped(radicale, daemon_env, bus, start_daemo
         delay = a["NextSync"] - a["LastSync"]
         assert 0 < delay <= SIX_HOURS_US + 60_000_000, delay
         assert delay >= 5 * 60 * 60 * 1_000_000 - 60_000_000, delay  # it was honoured, up to the clamp
+    finally:
+        busy.stop()
+
+
+@pytest.mark.parametrize("status,retry_after,want_s", [(429, "120", 120), (503, "1", 5)],
+                         ids=["429-honoured", "503-raised-to-5s"])
+def test_retry_after_reaches_the_scheduler(daemon_env, bus, start_daemon, status, retry_after,
+                                           want_s):
+    """README: a failed sync is retried after "the Retry-After of a 429 or
+    503, kept between 5 s and 6 h": the server's value, end to end."""
+    reason = {429: b"Too Many Requests", 503: b"Service Unavailable"}[status]
+    busy = TinyServer(reply=b"HTTP/1.1 %d %s\r\nRetry-After: %s\r\nContent-Length: 0\r\n\r\n"
+                      % (status, reason, retry_after.encode()))
+    try:
+        acc = {"id": "busy", "url": busy.url, "username": "", "sync_interval": INTERVAL}
+        d = start_daemon(daemon_env.write_config([acc]))
+        a = d.wait(lambda: (x := d.account("busy"))["State"] == "backoff" and x, 30,
+                   f"the {status}")
+        assert str(status) in a["LastError"], a
+        # Both times are the daemon's own; the retry is planned when the sync
+        # ends, exactly Retry-After later (no jitter on a server's value).
+        delay_s = (a["NextSync"] - a["LastSync"]) / 1e6
+        assert abs(delay_s - want_s) < 2, (delay_s, a)
     finally:
         busy.stop()

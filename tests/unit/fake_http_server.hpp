@@ -37,6 +37,26 @@ std::string error_of(F&& f) {
     return "(no error)";
 }
 
+// A loopback port nobody listens on: bound by the kernel's choice, then
+// closed, so a connection to it is refused (where port 1 is only assumed
+// closed). Another process could take it in between, which a refused
+// connect in the next few milliseconds makes unlikely enough for a test.
+inline int closed_loopback_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::runtime_error("socket() failed");
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+        ::close(fd);
+        throw std::runtime_error("bind() failed");
+    }
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
 
 struct RecordedRequest {
     std::string method, target, head, body;  // head: request line and headers

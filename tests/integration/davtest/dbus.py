@@ -270,6 +270,10 @@ class Monitor:
         self.log_path = bus.workdir / f"monitor-{time.monotonic_ns()}.log"
         self.signals: list[Signal] = []
         self.lines: list[str] = []
+        # Signal lines parse_gvariant could not read, with the error: any
+        # makes find() and wait_for() fail at once, so a parser gap shows as
+        # itself, never as a wait that times out.
+        self.parse_errors: list[str] = []
         self._cv = threading.Condition()
         self.proc = subprocess.Popen(
             ["gdbus", "monitor", "--session", "--dest", dest],
@@ -287,13 +291,16 @@ class Monitor:
                 line = line.rstrip("\n")
                 sig = None
                 m = _MONITOR_LINE.match(line)
+                error = None
                 if m:
                     try:
-                        args = parse_gvariant(m.group(4))
-                    except (ValueError, IndexError):
-                        args = ()
-                    sig = Signal(m.group(1), m.group(2), m.group(3), args, line)
+                        sig = Signal(m.group(1), m.group(2), m.group(3),
+                                     parse_gvariant(m.group(4)), line)
+                    except (ValueError, IndexError) as e:
+                        error = f"cannot parse the signal {line!r}: {e}"
                 with self._cv:
+                    if error is not None:
+                        self.parse_errors.append(error)
                     self.lines.append(line)
                     if sig is not None:
                         self.signals.append(sig)
@@ -310,16 +317,30 @@ class Monitor:
                    timeout, "gdbus monitor to subscribe")
         return self
 
+    def check_parsed(self) -> None:
+        """Raises AssertionError if gdbus printed a signal we could not parse."""
+        with self._cv:
+            if self.parse_errors:
+                raise AssertionError("gdbus monitor: " + "; ".join(self.parse_errors))
+
     def find(self, pred: Callable[[Signal], bool], start: int = 0) -> list[Signal]:
+        self.check_parsed()
         with self._cv:
             return [s for s in self.signals[start:] if pred(s)]
 
     def wait_for(self, pred: Callable[[Signal], bool], timeout: float = 30.0,
                  what: str = "signal", start: int = 0) -> Signal:
         """The first signal (from index `start`) matching `pred`."""
-        return wait_alive(self.bus, lambda: (self.find(pred, start) or [None])[0], timeout, what,
-                          lambda: "signals seen:\n" + "\n".join(
-                              s.raw for s in self.signals[start:][-40:]))
+        def first():
+            with self._cv:
+                if self.parse_errors:
+                    return True     # ends the wait; check_parsed() raises below
+            return (self.find(pred, start) or [None])[0]
+        found = wait_alive(self.bus, first, timeout, what,
+                           lambda: "signals seen:\n" + "\n".join(
+                               s.raw for s in self.signals[start:][-40:]))
+        self.check_parsed()
+        return found
 
     def mark(self) -> int:
         """Index to pass as `start` to see only signals from now on."""

@@ -40,6 +40,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -49,6 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from davtest import violations
 from davtest.procs import stop_process_group
 
 PYTHON = "/usr/bin/python3"
@@ -74,7 +76,10 @@ DEFAULT_CONFIG = {
     "target": "service",          # call the connector at 'service' or the 'sender'
     "endpoint_order": "after",    # NewEndpoint 'after' or 'before' the Register reply
     "new_endpoint_delay": 0.0,    # seconds between the reply and NewEndpoint
-    "enforce_vapid": False,       # 403 for a push not signed with the registration's key
+    "enforce_vapid": True,        # 403 for a push not signed with the registration's key
+                                  # (RFC 8292 §4.2: a restricted subscription needs it)
+    "accept_missing_service": False,  # Register v2 without 'service': refused, as the
+                                  # distributor cannot reach the app; True records it only
     "require_ttl": False,         # 400 for a push without TTL (as some push services)
     "paused": False,              # accept pushes (201) but hold them until resumed
     "no_reply_flag": False,       # send NoReply-annotated calls with NO_REPLY_EXPECTED
@@ -320,6 +325,8 @@ class _Service:
             return FAILED, "INTERNAL_ERROR"
         if version == 2 and not service:
             self.violations.append("Register v2 without 'service'")
+            if not self.config["accept_missing_service"]:
+                return FAILED, "INTERNAL_ERROR"
         if vapid is not None:
             try:
                 from davtest.pushfront import b64u_decode, public_key_from_bytes
@@ -463,6 +470,11 @@ class _Service:
             return 404, {"error": "unknown"}
         if path == "/config":
             return 200, self.set_config(doc)
+        if path == "/take-violations":
+            with self.lock:
+                out = list(self.violations)
+                self.violations.clear()
+            return 200, out
         if path == "/clear":
             with self.lock:
                 self.messages.clear()
@@ -566,9 +578,19 @@ class _Service:
 
             do_GET = do_POST = _do
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        push = ThreadingHTTPServer(("127.0.0.1", self.args.push_port), PushHandler)
-        control = ThreadingHTTPServer(("127.0.0.1", self.args.control_port), ControlHandler)
+        def server(port: int, fd: Optional[int], handler) -> ThreadingHTTPServer:
+            if fd is None:
+                ThreadingHTTPServer.allow_reuse_address = True
+                return ThreadingHTTPServer(("127.0.0.1", port), handler)
+            # A listening socket the controller holds across restarts, so
+            # that no other process can take the port in between.
+            srv = ThreadingHTTPServer(("127.0.0.1", 0), handler, bind_and_activate=False)
+            srv.socket.close()
+            srv.socket = socket.socket(fileno=fd)
+            srv.server_address = srv.socket.getsockname()
+            return srv
+        push = server(self.args.push_port, self.args.push_fd, PushHandler)
+        control = server(self.args.control_port, self.args.control_fd, ControlHandler)
         push.daemon_threads = control.daemon_threads = True
         self.push_port = push.server_address[1]
         self.control_port = control.server_address[1]
@@ -683,6 +705,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--mode", choices=("v1", "v2", "both"), default="v2")
     ap.add_argument("--control-port", type=int, default=0)
     ap.add_argument("--push-port", type=int, default=0)
+    ap.add_argument("--push-fd", type=int, help="an inherited listening socket for pushes")
+    ap.add_argument("--control-fd", type=int, help="an inherited listening socket for control")
     ap.add_argument("--ready-file")
     ap.add_argument("--state", help="JSON file keeping registrations across restarts")
     ap.add_argument("--vapid-required", action="store_true")
@@ -731,8 +755,18 @@ class Distributor:
         self.log_path = self.workdir / "distributor.log"
         self.proc: Optional[subprocess.Popen] = None
         self.info: dict = {}
+        # The listening sockets are made here and handed to each process we
+        # start: the ports stay ours across restart(), where a process that
+        # bound them itself would free them for anyone in between.
+        self._sockets = [socket.create_server(("127.0.0.1", port), backlog=64)
+                         for port in (push_port, control_port)]
+        self.push_port, self.control_port = (s.getsockname()[1] for s in self._sockets)
+        # Violations of processes already stopped (restart() or stop()),
+        # kept for take_violations() and the finaliser.
+        self._saved_violations: list[str] = []
         import requests
         self._http = requests.Session()
+        violations.track(self)
 
     # ------------------------------------------------------------ process
 
@@ -744,8 +778,9 @@ class Distributor:
         except FileNotFoundError:
             pass
         cmd = [self.python, "-m", "davtest.distributor", "--bus", self.bus_address,
-               "--name", self.name, "--mode", self.mode, "--push-port", str(self.push_port),
-               "--control-port", str(self.control_port), "--ready-file", str(self.ready_path),
+               "--name", self.name, "--mode", self.mode,
+               "--push-fd", str(self._sockets[0].fileno()),
+               "--control-fd", str(self._sockets[1].fileno()), "--ready-file", str(self.ready_path),
                "--state", str(self.state_path)]
         if self.vapid_required:
             cmd.append("--vapid-required")
@@ -761,7 +796,8 @@ class Distributor:
         try:
             self.proc = subprocess.Popen(cmd, cwd=pkg_parent, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         pass_fds=[s.fileno() for s in self._sockets])
         finally:
             log.close()
         deadline = time.monotonic() + START_TIMEOUT
@@ -783,20 +819,28 @@ class Distributor:
                                        f"{self.log_tail()}")
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
-        # Keep the ports for restarts, so endpoints stay valid.
-        self.push_port = self.info["push_port"]
-        self.control_port = self.info["control_port"]
+        assert (self.info["push_port"], self.info["control_port"]) == \
+            (self.push_port, self.control_port), self.info
         return self
 
     def stop(self, timeout: float = 10.0) -> Optional[int]:
         """SIGTERM (then SIGKILL); the bus name is released with the process."""
         if self.proc is None:
             return None
+        self._save_violations()
         return stop_process_group(self.proc, timeout)
+
+    def _save_violations(self) -> None:
+        if self.is_running():
+            try:
+                self._saved_violations += self._control("POST", "/take-violations", {})
+            except Exception as e:  # noqa: BLE001 - a hung process
+                self._saved_violations.append(f"violations unreadable at stop: {e}")
 
     def kill(self) -> None:
         """SIGKILL: the distributor vanishes without saving anything more."""
         if self.proc is not None and self.proc.poll() is None:
+            self._save_violations()
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
@@ -819,6 +863,12 @@ class Distributor:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+        self.close()
+
+    def close(self) -> None:
+        """Frees the ports (after stop(); the object cannot start again)."""
+        for s in self._sockets:
+            s.close()
         self._http.close()
 
     def log_tail(self, lines: int = 40) -> str:
@@ -870,7 +920,16 @@ class Distributor:
         return self.state()["counters"]
 
     def violations(self) -> list[str]:
-        return self.state()["violations"]
+        """Read only: whatever no test takes fails the test (davtest.violations)."""
+        live = self.state()["violations"] if self.is_running() else []
+        return self._saved_violations + live
+
+    def take_violations(self) -> list[str]:
+        """The violations so far, cleared (also after stop())."""
+        out, self._saved_violations = self._saved_violations, []
+        if self.is_running():
+            out += self._control("POST", "/take-violations", {})
+        return out
 
     def messages(self, token: Optional[str] = None) -> list[dict]:
         """Pushes forwarded to connectors: {time, token, id, size, body_b64,

@@ -78,6 +78,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (decode_dss_signatur
                                                              encode_dss_signature)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from davtest import violations
+
 NS_PUSH = "https://bitfire.at/webdav-push"
 NS_PUSH_LEGACY = "DAV:Push"
 NS_DAV = "DAV:"
@@ -648,7 +650,15 @@ class PushFront:
                           error body) or '429' (with Retry-After: retry_after)
       refuse_count        refuse only this many registrations, then accept again
       retry_after         seconds sent in Retry-After with refuse='429'
-      update_status       status of a renewal (same push resource, same collection): 200
+      update_status       status of a renewal (same push resource, same collection):
+                          201 (the draft: "the same as for subscription registration",
+                          201 or 204); 200 models Xandikos
+      strict_content_type refuse (415) a push-register whose Content-Type is not
+                          application/xml or text/xml; False only records it
+      strict_expires      refuse (400) an expires that is not an IMF-fixdate;
+                          False only records it and ignores the element
+      push_content_type   Content-Type of the push message POST (the draft's
+                          Web Push transport: application/xml; charset="UTF-8")
       honour_dont_notify  honour Push-Dont-Notify (False = an older server)
       dont_notify_match   'exact' (byte-for-byte URL) or 'last-segment' (Xandikos)
       legacy_namespace    properties/messages/errors in 'DAV:Push' (registrations
@@ -675,7 +685,7 @@ class PushFront:
                  max_expiry: int = DEFAULT_MAX_EXPIRY, default_expiry: Optional[int] = None,
                  expires_format: str = "gmt", refuse: Optional[str] = None,
                  refuse_count: Optional[int] = None, retry_after: int = 120,
-                 update_status: int = 200, honour_dont_notify: bool = True,
+                 update_status: int = 201, honour_dont_notify: bool = True,
                  dont_notify_match: str = "exact", legacy_namespace: bool = False,
                  accept_new_namespace: bool = True,
                  merge_window: float = 0.0, delay: float = 0.0, advertise_vapid: bool = True,
@@ -687,7 +697,8 @@ class PushFront:
                  push_filter: Optional[Callable[[str], bool]] = None,
                  vapid_private_key: Any = None, topic_salt: str = "davtest-push-topic:",
                  registration_prefix: str = "/push-subscriptions/",
-                 push_content_type: str = "application/octet-stream"):
+                 push_content_type: str = 'application/xml; charset="UTF-8"',
+                 strict_content_type: bool = True, strict_expires: bool = True):
         u = urllib.parse.urlsplit(backend_url)
         if u.scheme != "http" or not u.hostname:
             raise ValueError(f"backend must be an http:// URL, not {backend_url!r}")
@@ -722,6 +733,8 @@ class PushFront:
         self.topic_salt = topic_salt
         self.registration_prefix = registration_prefix
         self.push_content_type = push_content_type
+        self.strict_content_type = strict_content_type
+        self.strict_expires = strict_expires
         if vapid_private_key is None:
             self._vapid = generate_p256()
         elif isinstance(vapid_private_key, (bytes, str)):
@@ -746,10 +759,12 @@ class PushFront:
         self._outbox: list[_Pending] = []
         self._delivering = False
         self._last_due: dict[str, float] = {}
+        self._paused = False
         self._stopping = False
         self._server: Optional[ThreadingHTTPServer] = None
         self._threads: list[threading.Thread] = []
         self._http = requests.Session()
+        violations.track(self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -890,10 +905,18 @@ class PushFront:
             return list(self._reglog)
 
     def violations(self) -> list[str]:
-        """Protocol violations the front noticed in client requests (it still
-        answers them as a lenient server would)."""
+        """Protocol violations the front noticed in client requests (read
+        only: whatever no test takes fails the test, see davtest.violations)."""
         with self._lock:
             return list(self._violations)
+
+    def take_violations(self) -> list[str]:
+        """The violations so far, cleared: for a test that caused them on
+        purpose and asserts them."""
+        with self._lock:
+            out = list(self._violations)
+            self._violations.clear()
+            return out
 
     def clear_logs(self) -> None:
         with self._lock:
@@ -1007,6 +1030,23 @@ class PushFront:
         return found
 
     # ------------------------------------------------------------ manual pushes
+
+    def pause_delivery(self) -> None:
+        """Holds every push in the outbox until resume_delivery(), whatever
+        their due time: a test then controls the order of merging and
+        delivery instead of racing a clock."""
+        with self._cv:
+            self._paused = True
+
+    def resume_delivery(self) -> None:
+        with self._cv:
+            self._paused = False
+            self._cv.notify_all()
+
+    def queued_updates(self) -> int:
+        """Updates waiting in the outbox (a merged message counts each)."""
+        with self._lock:
+            return sum(q.merged for q in self._outbox)
 
     def rotate_vapid_key(self) -> str:
         """New VAPID key pair. Every subscription gets a message with no topic
@@ -1384,6 +1424,11 @@ class PushFront:
         ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype not in ("application/xml", "text/xml"):
             self._violation(f"POST push-register with Content-Type {ctype or '(none)'}")
+            if self.strict_content_type:
+                self._reg_event("refused", None, 415, f"Content-Type {ctype or '(none)'}")
+                self._count("refusals")
+                return 415, [("Content-Type", "text/plain")], \
+                    b"push-register needs Content-Type: application/xml"
         key = self.collection_key(path)
         status, rh, data, is_coll = self._check_access(key, h)
         if status in (401, 403, 404):
@@ -1565,6 +1610,8 @@ class PushFront:
             expires = parse_imf_fixdate(expires_text)
             if expires is None:
                 self._violation(f"expires {expires_text!r} is not an IMF-fixdate")
+                if self.strict_expires:
+                    raise _RegisterError(400, None, f"expires {expires_text!r} is not an IMF-fixdate")
             elif expires <= time.time():
                 self._violation(f"expires {expires_text!r} is in the past")
                 expires = None
@@ -1781,7 +1828,7 @@ class PushFront:
                 while True:
                     if self._stopping:
                         return
-                    if self._outbox:
+                    if self._outbox and not self._paused:
                         nxt = min(self._outbox, key=lambda q: (q.due, q.seq))
                         wait = nxt.due - time.monotonic()
                         if wait <= 0:
