@@ -28,6 +28,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,21 @@ def test_discovery_redirect_to_another_origin_is_refused(rig, code):
     rig.check(run=run, rss_kb=run.maxrss_kb, max_requests=5)
 
 
+def test_every_entry_point_redirected_to_another_origin_is_refused(rig):
+    # The account URL and both well-known URIs: each is a probe that may
+    # lead nowhere, and the error lists every one with where it pointed.
+    entries = ("/", "/.well-known/caldav", "/.well-known/carddav")
+    srv = rig.server("redirect-307", at=entries)
+    srv.add_collection("work", "Work", items=1)
+    cfg = rig.config(srv.account())
+    run = run_once(rig.env, "--config", cfg, "--discover")
+    assert run.rc != 0, run.text
+    for path in entries:
+        assert f"{srv.base_url}{path}" in run.err and f"{rig.other.base_url}{path}" in run.err, run.err
+    assert "nothing was sent there" in run.err, run.err
+    rig.check(run=run, rss_kb=run.maxrss_kb, max_requests=5)
+
+
 @pytest.fixture(scope="session")
 def tls_cert(tmp_path_factory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("tls")
@@ -335,13 +351,22 @@ def test_push_registration_location_on_another_origin_is_refused(rig, bus, start
         d.wait(lambda: "another origin" in d.log(), 30, "the refusal in the log")
         assert f"registration URL {rig.other.base_url}/subscriptions/evil-1 is on another origin" in d.log()
         assert d.collection("work", "test")["PushSubscription"] == ""
+        assert d.account("test")["PushState"] == "failed"
+        # A new endpoint is where a kept registration would be deleted (the
+        # old one first, then a new POST).
+        posts = srv.count("POST")
+        dist.change_endpoint(dist.wait_registered()["token"])
+        d.wait(lambda: srv.count("POST") > posts, 30, "the registration of the new endpoint")
         hwm = vm_hwm_kb(d.pid)
-        # A reload and a stop are where a kept registration would be deleted.
+        # So are a reload and a stop.
         assert d.ctl("reload").returncode == 0
         d.wait_synced("test")
         rig.check(alive=d.proc, rss_kb=hwm, max_requests=40)
         assert d.stop() == 0, d.log()[-2000:]
         assert rig.other.count("DELETE") == 0 and rig.other.requests == []
+        kept = [p for p in rig.env.state_dir.rglob("*")
+                if p.is_file() and rig.other.base_url.encode() in p.read_bytes()]
+        assert not kept, f"the other origin's URL kept in {kept}"
     finally:
         dist.stop()
 
@@ -363,6 +388,20 @@ def test_unmatched_end_lines_and_namespace_floods_finish(rig):
     for r in (disc, run):
         assert f"{srv.base_url}/cal/: XML document refused: an element with more than 128 attributes" in r.err, r.err
     rig.check(run=run, rss_kb=max(disc.maxrss_kb, run.maxrss_kb), max_requests=20)
+
+
+def test_namespace_declarations_on_every_response_finish(rig):
+    srv = rig.server("quadratic", ns_each=120)
+    srv.add_collection("work", "Work", items=3000)
+    cfg = rig.config(srv.account())
+    run = run_once(rig.env, "--config", cfg, "--once")
+    # Read in full (each element stays under the attribute limit) or refused
+    # with the limit named: either way, within the deadline.
+    if run.rc == 0:
+        assert len(list((rig.env.data_dir / "test" / "work").glob("*.ics"))) == 3000
+    else:
+        assert "XML document refused" in run.err, run.text
+    rig.check(run=run, rss_kb=run.maxrss_kb, max_requests=10)
 
 
 def test_unmatched_end_lines_in_an_item_finish(rig):
@@ -474,14 +513,34 @@ def test_sigterm_stops_the_daemon_during_a_stalled_answer(rig, bus, start_daemon
     assert d.wait_exit(STOP_DEADLINE) == 0
 
 
-def test_a_trickling_answer_fails_the_sync_with_a_timeout(rig):
-    srv = rig.server("trickle")
-    srv.add_collection("work", "Work", items=2)
-    cfg = rig.config(srv.account())
-    run = run_once(rig.env, "--config", cfg, "--once", timeout=200)
-    assert run.rc != 0, run.text
-    assert re.search(r"too slow|timed? ?out", run.text, re.I), run.text
-    rig.check(run=run, rss_kb=run.maxrss_kb, max_requests=10)
+def test_trickling_and_mute_answers_fail_the_sync_with_a_timeout(rig, tmp_path):
+    # Two --once runs side by side (each in its own folders: one run holds
+    # the state lock): one server trickles its answer a byte a second, the
+    # other never answers. The low-speed limit ends both after its 60 s window.
+    runs: dict[str, Run] = {}
+    envs = {"trickle": rig.env, "mute": DaemonEnv(tmp_path / "daemon-mute", binary=rig.env.binary)}
+    rig.allow(envs["mute"].data_dir)
+    rig.allow(envs["mute"].state_dir)
+    rig.allow(envs["mute"].root / "runs")
+    cfgs = {}
+    for mode, env in envs.items():
+        s = rig.server(mode)
+        s.add_collection("work", "Work", items=2)
+        cfgs[mode] = env.write_config([s.account()])
+    rig.before = snapshot(tmp_path)
+
+    def one(mode):
+        runs[mode] = run_once(envs[mode], "--config", cfgs[mode], "--once", timeout=200)
+    threads = [threading.Thread(target=one, args=(m,)) for m in envs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for mode, run in runs.items():
+        assert run.rc != 0, run.text
+        assert re.search(r"test/work: FAILED: .*(too slow|timed? ?out)", run.out, re.I), (mode, run.text)
+        rig.check(run=run, rss_kb=run.maxrss_kb, max_requests=20)
+    assert len(runs) == 2
 
 
 # ------------------------------------------------------------------ 12. 401 loop

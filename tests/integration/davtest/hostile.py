@@ -21,8 +21,9 @@ each request first and returns True when it answered it itself.
 
 Modes (the tests in test_hostile.py, one per attack):
   normal                 no attack
-  redirect-NNN           the principal PROPFIND is redirected (NNN = 301, 302,
-                         307, 308) to the other origin
+  redirect-NNN           the principal PROPFIND (or those of the paths in `at`)
+                         is redirected (NNN = 301, 302, 307, 308) to the
+                         same path on the other origin (or to `target`)
   hostile-names          display name and description with U+FDD0, U+FFFE
                          and invalid UTF-8
   gzip-bomb              the calendar-query answer is Content-Encoding: gzip,
@@ -31,8 +32,9 @@ Modes (the tests in test_hostile.py, one per attack):
                          a new token (runaway_fresh: each page one new href)
   push-location          WebDAV-Push advertised; registration answers 201
                          with a Location on the other origin
-  quadratic              an item of 60 000 unmatched END: lines, and a home
-                         listing whose root carries 50 000 namespace attributes
+  quadratic              a home listing whose root carries `ns_attrs` namespace
+                         attributes; a calendar-query answer whose every
+                         response declares `ns_each` namespaces
   traversal              hrefs and UIDs that try to leave the folder
   xxe                    external entities (a local file, the other origin)
                          and billion laughs in the home listing
@@ -451,10 +453,10 @@ class HostileDav(Recording):
                 self.send(h, 302, b"", {"Location": f"{self.base_url}/p/?hop={n % 2}"})
                 return True
             return False
-        if req.method == "PROPFIND" and req.path == "/p/":
+        if req.method == "PROPFIND" and req.path in self.opts.get("at", ("/p/",)):
             status = int(self.mode.split("-")[1])
-            self.send(h, status, b"moved\n", {"Location": self.opts.get("target") or self.other.base_url + "/p/"},
-                      content_type="text/plain")
+            target = self.opts.get("target") or self.other.base_url + req.path
+            self.send(h, status, b"moved\n", {"Location": target}, content_type="text/plain")
             return True
         return False
 
@@ -495,6 +497,19 @@ class HostileDav(Recording):
         if req.method == "PROPFIND" and req.path == "/cal/" and self.opts.get("ns_attrs"):
             attrs = b"".join(b' xmlns:n%d="urn:x-hostile:%d"' % (i, i) for i in range(self.opts["ns_attrs"]))
             self.send(h, 207, multistatus(self.home_listing(), root_attrs=attrs))
+            return True
+        if self._is_collection_report(req, b"calendar-query") and self.opts.get("ns_each"):
+            # Every response element declares its own namespaces, and uses
+            # the last prefix: resolving it walks every declaration.
+            n = self.opts["ns_each"]
+            attrs = b"".join(b' xmlns:n%d="urn:x-hostile:%d"' % (i, i) for i in range(n))
+            out = []
+            for it in self._collection_of(req.path).items:
+                r = self._data_response(it)
+                r = r.replace(b"<D:response>", b"<D:response" + attrs + b">", 1)
+                r = r.replace(b"</D:prop>", b"<n%d:x/></D:prop>" % (n - 1), 1)
+                out.append(r)
+            self.send(h, 207, multistatus(out))
             return True
         return False
 
