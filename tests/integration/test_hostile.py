@@ -264,6 +264,22 @@ def test_non_characters_and_invalid_utf8_in_names_reach_the_bus_as_replacement_c
     assert (rig.env.data_dir / "test" / "work").is_dir()
 
 
+def test_a_five_megabyte_display_name_costs_the_name_not_the_account(rig):
+    srv = rig.server("hostile-names")
+    srv.add_collection("long", b"N" * (5 << 20), description=b"D" * (1 << 20), items=1)
+    srv.add_collection("work", "Work", items=1)
+    cfg = rig.config(srv.account())
+    disc = run_once(rig.env, "--config", cfg, "--discover", "--json")
+    assert disc.rc == 0, disc.text[-3000:]
+    names = {x["id"]: x.get("displayname") for a in json.loads(disc.out)["accounts"] for x in a["collections"]}
+    assert names == {"long": "", "work": "Work"} or names == {"long": None, "work": "Work"}, names
+    assert "text of <D:displayname> is longer than 4096 bytes; left out" in disc.err, disc.err
+    run = run_once(rig.env, "--config", cfg, "--once")
+    assert run.rc == 0, run.text[-3000:]
+    assert len(list((rig.env.data_dir / "test" / "long").glob("*.ics"))) == 1
+    rig.check(run=run, rss_kb=max(disc.maxrss_kb, run.maxrss_kb), max_requests=20)
+
+
 def test_invalid_utf8_everywhere(rig):
     srv = rig.server("bad-utf8")
     c = srv.add_collection("work", b"Name\xc3\x28\xff")
