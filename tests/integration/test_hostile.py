@@ -456,7 +456,17 @@ def test_names_differing_only_in_case_stay_distinct(rig):
         assert len(items) == 2, items
         assert {p.read_bytes().count(b"UID:") for p in items} == {1}
     assert srv.count("DELETE") == 0 and srv.count("PUT") == 0
-    rig.check(run=run, rss_kb=rss, max_requests=30)
+    # A local edit of one of the four goes to its own href, and only there.
+    target = next(p for f in folders for p in f.glob("*.ics")
+                  if re.search(rb"^UID:Case\r?$", p.read_bytes(), re.M) and b"SUMMARY:work Case" in p.read_bytes())
+    target.write_bytes(target.read_bytes().replace(b"SUMMARY:work Case", b"SUMMARY:edited"))
+    run = run_once(rig.env, "--config", cfg, "--once")
+    assert run.rc == 0, run.text
+    assert [r.path for r in srv.requests_of("PUT")] == ["/cal/work/A.ics"]
+    assert srv.collections["work"].items[0].body.count(b"SUMMARY:edited") == 1
+    assert all(b"edited" not in it.body for n in ("Work",) for it in srv.collections[n].items)
+    assert srv.count("DELETE") == 0
+    rig.check(run=run, rss_kb=max(rss, run.maxrss_kb), max_requests=40)
 
 
 # ------------------------------------------------------------------ 8. traversal
