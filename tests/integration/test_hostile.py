@@ -32,13 +32,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import pytest
 
-from davtest.daemon import DaemonEnv, wait_until
+from davtest.daemon import DaemonEnv
 from davtest.distributor import Distributor
-from davtest.dbus import account_path, collection_path, ACCOUNT
 from davtest.hostile import HostileDav, OtherOrigin, event
 from davtest.procs import stop_process_group
 from test_daemon import start_daemon  # noqa: F401  (fixture)

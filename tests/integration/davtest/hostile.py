@@ -29,7 +29,8 @@ Modes (the tests in test_hostile.py, one per attack):
   gzip-bomb              the calendar-query answer is Content-Encoding: gzip,
                          256 KiB on the wire and 256 MiB inflated
   runaway-507            sync-collection with a token always answers 507 with
-                         a new token (runaway_fresh: each page one new href)
+                         a new token (fresh=True: each page one new href;
+                         armed=False holds the attack back until set)
   push-location          WebDAV-Push advertised; registration answers 201
                          with a Location on the other origin
   quadratic              a home listing whose root carries `ns_attrs` namespace
