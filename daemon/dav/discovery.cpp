@@ -241,6 +241,18 @@ bool is_collection_of_items(const xml::Response& resp) {
     return has_child(rt, xml::kCalDav, "calendar") || has_child(rt, xml::kCardDav, "addressbook");
 }
 
+// A property that only describes a collection (name, colour, description):
+// one too long to keep is left out with a warning, so that a broken or
+// hostile value costs that property and not the discovery of the account.
+std::string descriptive_text(const xml::Element* e, size_t max_bytes, const std::string& collection_url) {
+    try {
+        return xml::text(e, max_bytes);
+    } catch (const xml::XmlError& ex) {
+        log::warning(url::redact(collection_url), ": ", ex.what(), "; left out");
+        return {};
+    }
+}
+
 // A calendar or address book from one multistatus response; nullopt for
 // anything else (plain folders, items, principals).
 std::optional<CollectionInfo> parse_collection(const xml::Response& resp, const std::string& base) {
@@ -257,10 +269,12 @@ std::optional<CollectionInfo> parse_collection(const xml::Response& resp, const 
     c.url = u->str();
     // A percent-decoded id need not be UTF-8 (%FF): it names folders, logs and bus paths.
     c.id = sanitize::for_bus(url::last_segment(u->path));
-    if (auto* e = resp.find_prop(xml::kDav, "displayname")) c.display_name = xml::text(e, 4096);
-    if (auto* e = resp.find_prop(xml::kAppleIcal, "calendar-color")) c.color = xml::text(e, 64);
-    if (auto* e = resp.find_prop(xml::kCalDav, "calendar-description")) c.description = xml::text(e);
-    if (auto* e = resp.find_prop(xml::kCardDav, "addressbook-description")) c.description = xml::text(e);
+    if (auto* e = resp.find_prop(xml::kDav, "displayname")) c.display_name = descriptive_text(e, 4096, c.url);
+    if (auto* e = resp.find_prop(xml::kAppleIcal, "calendar-color")) c.color = descriptive_text(e, 64, c.url);
+    if (auto* e = resp.find_prop(xml::kCalDav, "calendar-description"))
+        c.description = descriptive_text(e, 64 * 1024, c.url);
+    if (auto* e = resp.find_prop(xml::kCardDav, "addressbook-description"))
+        c.description = descriptive_text(e, 64 * 1024, c.url);
     if (auto* set = is_calendar ? resp.find_prop(xml::kCalDav, "supported-calendar-component-set") : nullptr)
         for (const auto* comp : xml::children(set, xml::kCalDav, "comp"))
             if (const char* name = comp->Attribute("name")) c.components.emplace_back(name);

@@ -12,6 +12,11 @@
 namespace davsyncd::sync {
 namespace {
 
+// A server may send invalid UTF-8 in a display name or href; nlohmann::json
+// throws on it when dumping, which failed every discovery of that account.
+// Such bytes are stored as U+FFFD (what the bus shows anyway).
+constexpr auto kReplaceInvalid = nlohmann::json::error_handler_t::replace;
+
 std::string safe_folder_name(const std::string& id) {
     std::string out;
     for (char c : id) {
@@ -82,7 +87,7 @@ std::vector<PlannedCollection> plan_collections(const config::Account& account,
     }
     if (assigned) {
         fs::make_dirs(account_state_dir, 0700);
-        fs::write_atomic(folders_file, nlohmann::json(folders).dump(2) + "\n", 0600);
+        fs::write_atomic(folders_file, nlohmann::json(folders).dump(2, ' ', false, kReplaceInvalid) + "\n", 0600);
     }
     return out;
 }
@@ -92,7 +97,7 @@ void store_discovery(const dav::DiscoveryResult& result, const config::Account& 
     auto j = dav::to_json(result);
     j["id"] = account.id;
     fs::make_dirs(account_state_dir, 0700);
-    fs::write_atomic(account_state_dir / "collections.json", j.dump(2) + "\n", 0600);
+    fs::write_atomic(account_state_dir / "collections.json", j.dump(2, ' ', false, kReplaceInvalid) + "\n", 0600);
 }
 
 namespace {

@@ -298,6 +298,27 @@ TEST_CASE("read-only comes from DAV:current-user-privilege-set") {
     }
 }
 
+TEST_CASE("an over-long display name, colour or description is left out; the collection stays") {
+    const std::string huge(5000, 'N');
+    FakeDavLayout server;
+    server.on("PROPFIND", "/alice/cal/", "0",
+              testing::sabre_multistatus({testing::dav_response(
+                                 "/alice/cal/", "<d:resourcetype><d:collection/><cal:calendar/></d:resourcetype>"
+                                                "<d:displayname>" + huge + "</d:displayname>"
+                                                "<x:calendar-color xmlns:x=\"http://apple.com/ns/ical/\">#" + huge +
+                                                "</x:calendar-color>"
+                                                "<cal:calendar-description>" + std::string(70 * 1024, 'D') +
+                                                "</cal:calendar-description>")}));
+    HttpClient http(alice());
+    testing::StderrCapture log;
+    auto c = read_collection(http, server.url("/alice/cal/"));
+    CHECK(c.url == server.url("/alice/cal/"));
+    CHECK(c.display_name.empty());
+    CHECK(c.color.empty());
+    CHECK(c.description.empty());
+    CHECK(log.text().find("text of <d:displayname> is longer than 4096 bytes; left out") != std::string::npos);
+}
+
 TEST_CASE("without a principal, the URL that answers is the one collection, or the home of several") {
     auto calendar = testing::sabre_multistatus({testing::dav_response(
         "/cal/", testing::calendar_props("Work", "VEVENT", testing::kReadPrivileges), "<d:current-user-principal/>")});
