@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,8 @@
 #include "bus/objects.hpp"
 #include "config/config.hpp"
 #include "core/event_loop.hpp"
+#include "push/connector.hpp"
+#include "push/ntfy_receiver.hpp"
 
 namespace davsyncd::app {
 
@@ -66,6 +69,11 @@ public:
 private:
     void apply(config::Config cfg);
     void make_connector(const std::string& preferred_distributor);
+    push::Transport::Handlers push_handlers();
+    // The account's push transport: the ntfy receiver of its push_service
+    // (made on first use), else the UnifiedPush connector.
+    push::Transport* transport_for(const config::Account& account);
+    void drop_unused_receivers();
     void watch_config();
     void on_config_event(const std::string& name);
     void reload_after_edit();
@@ -81,6 +89,10 @@ private:
     config::Config cfg_;
     std::unique_ptr<bus::ManagerObject> manager_;
     std::unique_ptr<push::Connector> connector_;
+    // Built-in receivers by service origin: one stream per service, shared
+    // by every account that uses it. Declared after connector_ and before
+    // accounts_: accounts go first.
+    std::map<std::string, std::unique_ptr<push::NtfyReceiver>> receivers_;
     std::vector<std::unique_ptr<AccountRuntime>> accounts_;
     std::optional<config::Config> pending_;  // loaded by Reload(), applied right after
     core::Defer deferred_apply_;
