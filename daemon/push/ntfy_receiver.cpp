@@ -293,9 +293,10 @@ void NtfyReceiver::on_finished(const std::string& why, bool) {
     retry_later(why);
 }
 
-// The first retry keeps the transport "up": a stream that comes back at
-// once resumes with since= and nothing was missed. A second failure in a
-// row tells the accounts (they poll until the stream is back).
+// The first two retries keep the transport "up": a stream that comes back
+// within seconds resumes with since= and nothing was missed. A third
+// failure in a row tells the accounts (they poll until the stream is back,
+// and sync once when it is).
 void NtfyReceiver::retry_later(const std::string& why) {
     ++failures_;
     auto base = options_.backoff_min * (1LL << std::min(failures_ - 1, 20u));
@@ -304,7 +305,7 @@ void NtfyReceiver::retry_later(const std::string& why) {
     auto delay = std::chrono::milliseconds(static_cast<long long>(static_cast<double>(base.count()) * jitter(random_)));
     log::warning("push: stream on ", origin_, " lost (", why, "); reconnecting in ",
                  cat(delay.count() / 1000, ".", (delay.count() % 1000) / 100), " s");
-    if (failures_ >= 2 && up_) set_up(false, cat("the stream on ", origin_, " is down: ", why));
+    if (failures_ >= 3 && up_) set_up(false, cat("the stream on ", origin_, " is down: ", why));
     retry_.schedule_in(delay);
 }
 
