@@ -236,6 +236,10 @@ void Daemon::sync_all() {
     }
 }
 
+void Daemon::reconnect_push() {
+    for (auto& [origin, receiver] : receivers_) receiver->reconnect();
+}
+
 void Daemon::shutdown() {
     log::notice("stopping");
     sd_notify(0, "STOPPING=1");

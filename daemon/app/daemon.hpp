@@ -61,6 +61,10 @@ public:
     // (throws config::ConfigError). Account objects come and go on the bus.
     void reload();
     void sync_all();
+    // Drops and re-opens every push connection of our own now (the ntfy
+    // streams), e.g. after a resume from suspend, when they are likely dead
+    // and the server's next keepalive is far. A distributor reconnects itself.
+    void reconnect_push();
     // SIGTERM: ask running jobs to stop at the next item, wait for them, quit.
     void shutdown();
     // True when the daemon stopped because the session bus went away.

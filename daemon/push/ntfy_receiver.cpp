@@ -167,17 +167,29 @@ NtfyReceiver::~NtfyReceiver() {
 }
 
 void NtfyReceiver::add(const Registration& r) {
+    // Answers go out on a later iteration, as a distributor's would: the
+    // caller may be the account's constructor or in the middle of a step.
+    auto later = [this, alive = std::weak_ptr<bool>(alive_)](std::function<void()> fn) {
+        loop_.post([alive, fn = std::move(fn)] {
+            if (alive.lock()) fn();
+        });
+    };
     std::string topic;
     try {
         topic = load_or_create_ntfy_topic(r.state_dir, origin_);
     } catch (const std::exception& e) {
-        handlers_.lost(r.token, cat("cannot keep a topic for ", origin_, ": ", e.what()));
+        later([this, token = r.token, why = cat("cannot keep a topic for ", origin_, ": ", e.what())] {
+            handlers_.lost(token, why);
+        });
         return;
     }
     auto [it, fresh] = tokens_.try_emplace(r.token, Entry{topic, false});
     if (!fresh && it->second.topic == topic && curl_ && open_) {
         // Asked again (a new VAPID key): the endpoint stays; say it again.
-        handlers_.new_endpoint(r.token, cat(origin_, "/", topic, "?up=1"));
+        later([this, token = r.token] {
+            if (auto it = tokens_.find(token); it != tokens_.end())
+                handlers_.new_endpoint(token, cat(origin_, "/", it->second.topic, "?up=1"));
+        });
         return;
     }
     it->second = Entry{topic, false};
