@@ -243,6 +243,7 @@ void NtfyReceiver::start() {
         return;
     }
     ++connections_;
+    bad_lines_ = 0;
     started_ = loop_.now();
     last_byte_ = started_;
     watchdog_.schedule_in(options_.idle_timeout);
@@ -260,7 +261,12 @@ void NtfyReceiver::stop_transfer() {
 void NtfyReceiver::on_bytes(const char* data, std::size_t size) {
     last_byte_ = loop_.now();
     auto r = parser_.feed(std::string_view(data, size));
-    for (const auto& err : r.errors) log::warning("push: ignoring a line of the stream from ", origin_, ": ", err);
+    // A few lines say what is wrong; a server (or captive portal) sending
+    // pages of junk must not flood the journal.
+    for (const auto& err : r.errors) {
+        if (++bad_lines_ <= 3) log::warning("push: ignoring a line of the stream from ", origin_, ": ", err);
+        if (bad_lines_ == 3) log::warning("push: further bad lines on this stream from ", origin_, " are not logged");
+    }
     std::weak_ptr<bool> alive = alive_;
     for (const auto& e : r.events) {
         on_event(e);

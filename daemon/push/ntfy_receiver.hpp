@@ -104,6 +104,7 @@ private:
     std::int64_t open_time_ = 0;  // the server's time at the last "open"
     unsigned failures_ = 0;  // consecutive streams that ended without opening
     unsigned connections_ = 0;
+    unsigned bad_lines_ = 0;  // of the current stream, for the log
     core::TimePoint last_byte_{};
     core::TimePoint started_{};
     std::mt19937 random_{std::random_device{}()};

@@ -212,4 +212,47 @@ TEST_CASE("the receiver: one stream for all topics, endpoints after open, messag
     CHECK(rx.transport() == "ntfy:" + origin);
 }
 
+TEST_CASE("the receiver: a lost stream is retried, and after three failures in a row the accounts hear of it") {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    testing::FakeHttpServer server;
+    TempDir dir;
+    std::string origin = server.url("/");
+    origin.pop_back();
+    // One stream that opens and ends, then the server is busy.
+    int served = 0;
+    server.set_handler([&](const testing::RecordedRequest&) {
+        if (++served == 1) return testing::CannedResponse{200, {}, "{\"id\":\"o\",\"time\":5,\"event\":\"open\",\"topic\":\"x\"}\n"};
+        return testing::CannedResponse{503, {}, "busy"};
+    });
+
+    core::EventLoop loop;
+    std::vector<std::string> lost, endpoints;
+    push::Transport::Handlers h{
+        [&](const std::string&, const std::string& e) { endpoints.push_back(e); },
+        [&](const std::string&, const std::vector<uint8_t>&) {},
+        [&](const std::string& token, const std::string& why) {
+            lost.push_back(token + ": " + why);
+            loop.quit();
+        },
+        [&](const std::string&) {}};
+    push::NtfyReceiver::Options opt;
+    opt.backoff_min = std::chrono::milliseconds(5);
+    push::NtfyReceiver rx(loop, origin, h, opt);
+    rx.add({"tok", "t", "", dir.path / "t"});
+    core::Timer deadline(loop, [&] { loop.quit(); });
+    deadline.schedule_in(std::chrono::seconds(20));
+    loop.run();
+
+    REQUIRE(lost.size() == 1);
+    CHECK(lost[0].find("tok: the stream on " + origin + " is down: the server answered 503") == 0);
+    auto reqs = server.requests();
+    REQUIRE(reqs.size() == 3);
+    CHECK(reqs[1].target.find("?since=5") != std::string::npos);  // no message yet: the open's time
+    CHECK(endpoints.size() == 1);
+    CHECK(rx.transport().empty());
+    // The topic stays out of what the accounts are told.
+    auto topic = push::load_or_create_ntfy_topic(dir.path / "t", origin);
+    CHECK(lost[0].find(topic) == std::string::npos);
+}
+
 }  // TEST_SUITE
