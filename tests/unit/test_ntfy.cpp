@@ -173,8 +173,10 @@ TEST_CASE("the receiver: one stream for all topics, endpoints after open, messag
                      "\",\"message\":\"/+8=\",\"encoding\":\"base64\"}\n"
                      "{\"id\":\"m2\",\"time\":1700000002,\"event\":\"message\",\"topic\":\"" + ta +
                      "\",\"message\":\"plain\"}\n";
-        } else {
+        } else if (served == 2) {
             r.body = "{\"id\":\"o2\",\"time\":1700000005,\"event\":\"open\",\"topic\":\"x\"}\n";
+        } else {
+            r.stall = std::chrono::seconds(30);  // a third stream that stays quiet: no third failure
         }
         return r;
     });
