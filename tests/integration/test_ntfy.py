@@ -17,6 +17,7 @@ anything outside ntfy's documented API (fixture `ntfy`).
   c  our own edits carry Push-Dont-Notify: nothing is published
   d  a distributor on the bus wins without push_service; push_service wins over it
   e  the topic file is 0600 and the topic appears in no log and on no bus property
+plus: a reload moves an account from the distributor to ntfy and back.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from davtest import sampledata
 from davtest.daemon import DaemonEnv
 from davtest.ntfy import NtfyServer
 from davtest.vdir import atomic_write
-from test_push import (ACC, WAIT, Rig, assert_dont_notify_on_our_writes, active_rig,  # noqa: F401
-                       local_by_uid, make_rig, reasons_of)
+from davtest.daemon import account_for
+from test_push import (ACC, INTERVAL, WAIT, Rig, assert_dont_notify_on_our_writes,  # noqa: F401
+                       active_rig, local_by_uid, make_rig, reasons_of)
 
 KEEPALIVE = 1.0   # seconds: the double's keepalive, so that a test sees several
 
@@ -231,3 +233,36 @@ def test_topic_is_kept_secret(make_rig, ntfy, daemon_env):
     # A restart keeps the topic: the server's subscription stays valid.
     DaemonEnv.stop(rig.proc)
     assert json.loads(topic_file.read_text())["topic"] == topic
+
+
+def test_reload_moves_the_account_from_the_distributor_to_ntfy_and_back(make_rig, ntfy, daemon_env):
+    daemon_env.push_service = None
+    rig = active_rig(make_rig, distributor=True)
+    assert rig.account()["PushTransport"] == f"unifiedpush:{rig.dist.name}"
+    old = rig.subscription()
+
+    daemon_env.push_service = ntfy.origin
+    daemon_env.write_config([account_for(rig.view, ACC, sync_interval=INTERVAL)])
+    res = rig.ctl("reload")
+    assert res.returncode == 0, res.stderr
+
+    def on_ntfy():
+        subs = rig.front.subscriptions(rig.cal)
+        return (rig.account()["PushTransport"] == f"ntfy:{ntfy.origin}"
+                and rig.account()["PushState"] == "active" and len(subs) == 1
+                and subs[0].push_resource.startswith(ntfy.origin + "/"))
+    rig.wait(on_ntfy, WAIT, "the account to move to ntfy")
+    rig.settle()
+    # The distributor registration was given back, the old subscription deleted.
+    assert rig.dist.registrations() == []
+    assert rig.subscription().url != old.url
+    uid = rig.put_as_other(5)
+    rig.wait_local_uids([uid])
+    wait_streamed(rig, ntfy)
+
+    # And back: the stream closes (no account uses the service any more).
+    daemon_env.push_service = None
+    daemon_env.write_config([account_for(rig.view, ACC, sync_interval=INTERVAL)])
+    assert rig.ctl("reload").returncode == 0
+    rig.wait(lambda: rig.account()["PushTransport"] == f"unifiedpush:{rig.dist.name}"
+             and not ntfy.open_streams(), WAIT, "the account to move back to the distributor")
