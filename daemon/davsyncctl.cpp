@@ -92,6 +92,7 @@ int status(Client& client, bool as_json) {
         std::cout << std::setw(16) << shown(str(a, "Id")) << std::setw(13) << shown(str(a, "State")) << std::setw(21)
                   << when(a.value("LastSync", json())) << std::setw(21) << when(a.value("NextSync", json()))
                   << std::setw(13) << shown(str(a, "PushState")) << (result.empty() ? "-" : shown(result)) << "\n";
+        if (auto via = str(a, "PushTransport"); !via.empty()) std::cout << "  push via " << shown(via) << "\n";
         for (const auto& cpath : a.value("Collections", std::vector<std::string>{})) {
             auto it = s.collections.find(cpath);
             if (it == s.collections.end()) continue;

@@ -92,7 +92,7 @@ account::Settings settings_for(const config::Account& a) {
 }  // namespace
 
 AccountRuntime::AccountRuntime(core::EventLoop& loop, sdbus::IConnection& bus, const config::Config& cfg,
-                               config::Account account, push::Connector* connector,
+                               config::Account account, push::Transport* connector,
                                std::function<void()> on_state_changed)
     : loop_(loop),
       bus_(bus),
@@ -536,8 +536,8 @@ void AccountRuntime::register_for_push() {
     registered_ = true;
     registered_vapid_ = vapid;
     // The connector registers now, or when a distributor appears.
-    connector_->add(push_.token, cat("davsyncd: ", account_.id), vapid);
-    if (!connector_->distributor().empty() && push_state_ != "active") set_push_state("registering");
+    connector_->add({push_.token, cat("davsyncd: ", account_.id), vapid, state_dir_});
+    if (!connector_->transport().empty() && push_state_ != "active") set_push_state("registering");
 }
 
 // Arms the renewal timer for the earliest subscription due; a subscription
@@ -559,8 +559,9 @@ void AccountRuntime::schedule_renewal() {
 // The connector itself registers every known token with a new distributor;
 // here only the state follows.
 void AccountRuntime::push_distributor_changed() {
-    if (connector_->distributor().empty()) set_push_state("poll-only");
+    if (connector_->transport().empty()) set_push_state("poll-only");
     else if (registered_ && push_state_ != "active") set_push_state("registering");
+    publish();  // PushTransport
 }
 
 void AccountRuntime::set_push_state(std::string state) {
@@ -588,7 +589,7 @@ void AccountRuntime::push_endpoint(const std::string& endpoint) {
 void AccountRuntime::push_lost(const std::string& why) {
     log::warning(log::Context{account_.id, {}, log::message::push_lost}, "account '", account_.id, "': push lost: ", why,
                  "; polling");
-    set_push_state(connector_->distributor().empty() ? "poll-only" : "failed");
+    set_push_state(connector_->transport().empty() ? "poll-only" : "failed");
 }
 
 // A message from the server, through the distributor: decrypt, parse, and
@@ -665,6 +666,7 @@ void AccountRuntime::publish() {
     v.last_error = last_error_;
     if (auto next = scheduler_.next_sync()) v.next_sync = to_unix_usec(*next, now);
     v.push_state = push_state_;
+    v.push_transport = connector_ ? connector_->transport() : "";
     for (const auto& plan : plans_) {
         v.collections.emplace_back(bus::collection_path(account_.id, plan.folder));
         if (auto& obj = collections_[plan.folder].object) obj->update(collection_values(plan));

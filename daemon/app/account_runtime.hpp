@@ -24,7 +24,7 @@
 #include "config/config.hpp"
 #include "core/event_loop.hpp"
 #include "dav/http_client.hpp"
-#include "push/connector.hpp"
+#include "push/transport.hpp"
 #include "push/subscriptions.hpp"
 #include "push/webpush_crypto.hpp"
 #include "sync/account_sync.hpp"
@@ -34,9 +34,10 @@ namespace davsyncd::app {
 class AccountRuntime {
 public:
     // `on_state_changed` lets the daemon refresh its STATUS= line.
-    // `connector` may be null (no push at all).
+    // `transport` (the UnifiedPush connector or an ntfy receiver) may be
+    // null (no push at all); it outlives the runtime.
     AccountRuntime(core::EventLoop& loop, sdbus::IConnection& bus, const config::Config& cfg, config::Account account,
-                   push::Connector* connector, std::function<void()> on_state_changed);
+                   push::Transport* transport, std::function<void()> on_state_changed);
     // Stops a running job (it saves what it finished) and waits for it.
     ~AccountRuntime();
     AccountRuntime(const AccountRuntime&) = delete;
@@ -62,12 +63,14 @@ public:
     void cancel();
     bool job_running() const { return job_.joinable(); }
 
-    // --- push (from the Connector, main loop) ---
+    // --- push (from the transport, main loop) ---
     const std::string& push_token() const { return push_.token; }
+    push::Transport* push_transport() const { return connector_; }
     void push_endpoint(const std::string& endpoint);
     void push_message(const std::vector<uint8_t>& body);
     void push_lost(const std::string& why);
-    // A distributor appeared: register with it if we have something to subscribe.
+    // The transport came or went (a distributor appeared or left, the ntfy
+    // stream opened or is down).
     void push_distributor_changed();
 
 private:
@@ -125,7 +128,7 @@ private:
 
     // Push: keys, token, endpoint and subscriptions; the last token each
     // collection synced to (a push carrying it is stale); pushes not yet synced.
-    push::Connector* connector_;
+    push::Transport* connector_;
     std::filesystem::path push_file_, keys_file_;
     std::optional<push::KeyPair> keys_;
     push::AccountPushState push_;

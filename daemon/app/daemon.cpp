@@ -87,6 +87,7 @@ Daemon::~Daemon() {
     route_watch_.reset();
     system_events_.reset();
     accounts_.clear();
+    receivers_.clear();
     connector_.reset();
     manager_.reset();
 }
@@ -119,22 +120,45 @@ void Daemon::start(config::Config cfg) {
 void Daemon::make_connector(const std::string& preferred_distributor) {
     // The old connector leaves the bus first: both export the same object path.
     connector_.reset();
-    connector_ = std::make_unique<push::Connector>(
-        connection_, bus::kBusName, preferred_distributor,
-        push::Connector::Handlers{
-            [this](const std::string& token, const std::string& endpoint) {
-                if (auto* a = by_push_token(token)) a->push_endpoint(endpoint);
-            },
-            [this](const std::string& token, const std::vector<uint8_t>& message) {
-                if (auto* a = by_push_token(token)) a->push_message(message);
-            },
-            [this](const std::string& token, const std::string& why) {
-                if (auto* a = by_push_token(token)) a->push_lost(why);
-            },
-            [this](const std::string&) {
-                for (auto& a : accounts_) a->push_distributor_changed();
-                publish();
-            }});
+    connector_ = std::make_unique<push::Connector>(connection_, bus::kBusName, preferred_distributor, push_handlers());
+}
+
+// The same handlers for every transport: what follows a message does not
+// depend on how it travelled.
+push::Transport::Handlers Daemon::push_handlers() {
+    return push::Transport::Handlers{
+        [this](const std::string& token, const std::string& endpoint) {
+            if (auto* a = by_push_token(token)) a->push_endpoint(endpoint);
+        },
+        [this](const std::string& token, const std::vector<uint8_t>& message) {
+            if (auto* a = by_push_token(token)) a->push_message(message);
+        },
+        [this](const std::string& token, const std::string& why) {
+            if (auto* a = by_push_token(token)) a->push_lost(why);
+        },
+        [this](const std::string&) {
+            for (auto& a : accounts_)
+                if (a) a->push_distributor_changed();
+            publish();
+        }};
+}
+
+push::Transport* Daemon::transport_for(const config::Account& account) {
+    if (!account.push_service) return connector_.get();
+    auto& r = receivers_[*account.push_service];
+    if (!r) {
+        log::info("push: built-in receiver for ", *account.push_service);
+        r = std::make_unique<push::NtfyReceiver>(loop_, *account.push_service, push_handlers());
+    }
+    return r.get();
+}
+
+void Daemon::drop_unused_receivers() {
+    for (auto it = receivers_.begin(); it != receivers_.end();) {
+        bool used = std::any_of(accounts_.begin(), accounts_.end(),
+                                [&](const auto& a) { return a->config().push_service == it->first; });
+        it = used ? std::next(it) : receivers_.erase(it);
+    }
 }
 
 void Daemon::reload() {
@@ -178,7 +202,7 @@ void Daemon::apply(config::Config cfg) {
             continue;
         }
         log::info("account '", rt->config().id, "': stopped (removed or changed in the configuration)");
-        if (connector_) connector_->remove(rt->push_token());
+        if (auto* t = rt->push_transport()) t->remove(rt->push_token());
         rt->cancel();  // all of them at once: each stops within a second
     }
     accounts_.clear();  // the stopped ones are destroyed here: jobs stop, objects leave the bus
@@ -197,10 +221,11 @@ void Daemon::apply(config::Config cfg) {
             accounts_.push_back(std::move(*it));
         } else {
             log::info("account '", account.id, "': starting");
-            accounts_.push_back(std::make_unique<AccountRuntime>(loop_, connection_, cfg, account, connector_.get(),
+            accounts_.push_back(std::make_unique<AccountRuntime>(loop_, connection_, cfg, account, transport_for(account),
                                                                  [this] { notify_status(); }));
         }
     }
+    drop_unused_receivers();
     cfg_ = std::move(cfg);
     publish();
 }
@@ -221,11 +246,16 @@ void Daemon::sync_all() {
     }
 }
 
+void Daemon::reconnect_push() {
+    for (auto& [origin, receiver] : receivers_) receiver->reconnect();
+}
+
 void Daemon::shutdown() {
     log::notice("stopping");
     sd_notify(0, "STOPPING=1");
     for (auto& a : accounts_) a->cancel();
     accounts_.clear();  // joins the jobs; each saved what it finished
+    receivers_.clear();  // push streams close now
     loop_.quit();
 }
 
@@ -277,6 +307,7 @@ void Daemon::system_woke(account::Reason why) {
         if (a->state() != account::State::disabled) awake.push_back(a.get());
     log::info(why == account::Reason::resume ? "resumed from suspend" : "the network is back", ": syncing ",
               awake.size(), " account(s)");
+    reconnect_push();  // a stream that died in the sleep resumes now, with since=
     if (awake.empty()) return;
     const auto step = std::min<core::Duration>(kStaggerStep, kStaggerSpan / std::max<size_t>(awake.size() - 1, 1));
     for (size_t i = 0; i < awake.size(); ++i) awake[i]->woke(why, step * static_cast<int64_t>(i));

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,6 +21,8 @@
 #include "core/event_loop.hpp"
 #include "desktop/route_watch.hpp"
 #include "desktop/system_events.hpp"
+#include "push/connector.hpp"
+#include "push/ntfy_receiver.hpp"
 
 namespace davsyncd::app {
 
@@ -63,6 +66,10 @@ public:
     // (throws config::ConfigError). Account objects come and go on the bus.
     void reload();
     void sync_all();
+    // Drops and re-opens every push connection of our own now (the ntfy
+    // streams), e.g. after a resume from suspend, when they are likely dead
+    // and the server's next keepalive is far. A distributor reconnects itself.
+    void reconnect_push();
     // SIGTERM: ask running jobs to stop at the next item, wait for them, quit.
     void shutdown();
     // True when the daemon stopped because the session bus went away.
@@ -71,6 +78,11 @@ public:
 private:
     void apply(config::Config cfg);
     void make_connector(const std::string& preferred_distributor);
+    push::Transport::Handlers push_handlers();
+    // The account's push transport: the ntfy receiver of its push_service
+    // (made on first use), else the UnifiedPush connector.
+    push::Transport* transport_for(const config::Account& account);
+    void drop_unused_receivers();
     void watch_config();
     void on_config_event(const std::string& name);
     void reload_after_edit();
@@ -89,6 +101,10 @@ private:
     config::Config cfg_;
     std::unique_ptr<bus::ManagerObject> manager_;
     std::unique_ptr<push::Connector> connector_;
+    // Built-in receivers by service origin: one stream per service, shared
+    // by every account that uses it. Declared after connector_ and before
+    // accounts_: accounts go first.
+    std::map<std::string, std::unique_ptr<push::NtfyReceiver>> receivers_;
     std::vector<std::unique_ptr<AccountRuntime>> accounts_;
     std::optional<config::Config> pending_;  // loaded by Reload(), applied right after
     core::Defer deferred_apply_;

@@ -29,7 +29,7 @@ ManagerValues sendable(ManagerValues v) {
 }
 
 AccountValues sendable(AccountValues v) {
-    for (auto* s : {&v.id, &v.url, &v.state, &v.last_result, &v.last_error, &v.push_state}) make_sendable(*s);
+    for (auto* s : {&v.id, &v.url, &v.state, &v.last_result, &v.last_error, &v.push_state, &v.push_transport}) make_sendable(*s);
     return v;
 }
 
@@ -118,6 +118,7 @@ void AccountObject::update(const AccountValues& new_values) {
     diff(changed, "LastError", v_.last_error, values.last_error);
     diff(changed, "NextSync", v_.next_sync, values.next_sync);
     diff(changed, "PushState", v_.push_state, values.push_state);
+    diff(changed, "PushTransport", v_.push_transport, values.push_transport);
     diff(changed, "Collections", v_.collections, values.collections);
     v_ = std::move(values);
     if (!changed.empty()) emit_quietly([&] { emitPropertiesChangedSignal(Account1_adaptor::INTERFACE_NAME, changed); });

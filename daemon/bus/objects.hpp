@@ -90,6 +90,7 @@ struct AccountValues {
     std::string last_result, last_error;
     uint64_t next_sync = 0;
     std::string push_state = "poll-only";
+    std::string push_transport;
     std::vector<sdbus::ObjectPath> collections;
     friend bool operator==(const AccountValues&, const AccountValues&) = default;
 };
@@ -118,6 +119,7 @@ private:
     std::string LastError() override { return v_.last_error; }
     uint64_t NextSync() override { return v_.next_sync; }
     std::string PushState() override { return v_.push_state; }
+    std::string PushTransport() override { return v_.push_transport; }
     std::vector<sdbus::ObjectPath> Collections() override { return v_.collections; }
 
     AccountValues v_;

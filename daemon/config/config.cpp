@@ -24,6 +24,7 @@
 
 #include "core/log.hpp"
 #include "dav/http_client.hpp"
+#include "dav/url.hpp"
 #include "davsyncd_version.h"
 
 extern char** environ;
@@ -335,6 +336,8 @@ public:
         }
         pos_ = scan_positions(text_, source_);
         read_root(root);
+        for (auto& a : cfg_.accounts)
+            if (!a.push_service) a.push_service = cfg_.push_service;
         check_roots();
         return std::move(cfg_);
     }
@@ -410,7 +413,7 @@ private:
         if (!root.is_object())
             fail(root_line, "", cat("expected a JSON object ({\"accounts\": [...]}) at the top level, got ", kind(root)));
         check_duplicates("", "");
-        static const std::vector<std::string_view> known = {"accounts", "push_distributor", "$schema"};
+        static const std::vector<std::string_view> known = {"accounts", "push_distributor", "push_service", "$schema"};
         bool have_accounts = false;
         for (const auto& [key, value] : root.items()) {
             std::string ptr = child("", key);
@@ -434,6 +437,8 @@ private:
                          cat("expected a D-Bus name starting with '", prefix, "' (for example '", prefix,
                              "ntfy'), got ", show(value)));
                 cfg_.push_distributor = name;
+            } else if (key == "push_service") {
+                cfg_.push_service = read_push_service(value, line, "", key);
             } else if (key == "$schema") {
                 expect_string(value, line, "", key);  // for editors; ignored
             } else {
@@ -448,6 +453,24 @@ private:
         if (!have_accounts)
             fail(root_line, "",
                  cat("missing required key 'accounts' (a list of accounts; see ", kExample, ")"));
+    }
+
+    // An ntfy server for the built-in push receiver: its origin only. The
+    // server will be told to POST our notifications there, so plain http
+    // only on this machine (as for distributor endpoints).
+    std::string read_push_service(const Json& value, int line, const std::string& ctx, const std::string& key) {
+        const std::string& s = expect_string(value, line, ctx, key);
+        if (auto why = url_problem(s); !why.empty())
+            fail(line, key_ctx(ctx, key), cat("expected an https:// URL of an ntfy server, got ", show(value), ": ", why));
+        auto u = url::parse(s);
+        if (!u) fail(line, key_ctx(ctx, key), cat("expected an https:// URL of an ntfy server, got ", show(value)));
+        if (u->scheme != "https" && !url::is_loopback(*u))
+            fail(line, key_ctx(ctx, key),
+                 cat("plain http to ", u->origin(), " is only allowed on this machine (127.0.0.1, ::1, localhost); use https://"));
+        if ((u->path != "/" && !u->path.empty()) || !u->query.empty())
+            fail(line, key_ctx(ctx, key),
+                 cat("expected the server's address only (like \"https://ntfy.example.org\"), without a path, got ", show(value)));
+        return u->origin();
     }
 
     void read_account(const Json& v, const std::string& ptr, std::size_t number) {
@@ -481,7 +504,7 @@ private:
         static const std::vector<std::string_view> known = {
             "id", "url", "username", "password_command", "password", "local_root", "sync_interval",
             "collections", "verify_tls", "conflict_policy", "multiget_batch",
-            "deletion_guard_items", "deletion_guard_percent"};
+            "deletion_guard_items", "deletion_guard_percent", "push_service"};
         bool have_url = false, have_username = false, explicit_root = false;
         int password_line = 0, command_line = 0, root_line = 0;
         for (const auto& [key, value] : v.items()) {
@@ -539,6 +562,8 @@ private:
             } else if (key == "deletion_guard_items") {
                 a.deletion_guard.max_items = static_cast<unsigned>(expect_int(
                     value, line, ctx, key, 0, 1000000, "a whole number of items (0 or more)"));
+            } else if (key == "push_service") {
+                a.push_service = read_push_service(value, line, ctx, key);
             } else if (key == "deletion_guard_percent") {
                 a.deletion_guard.max_fraction = static_cast<double>(expect_int(
                     value, line, ctx, key, 0, 100, "a percentage from 0 to 100")) / 100.0;

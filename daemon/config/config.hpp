@@ -61,6 +61,10 @@ struct Account {
     ConflictPolicy conflict_policy = ConflictPolicy::server_wins;
     unsigned multiget_batch = 0;                  // 0 = engine default
     DeletionGuard deletion_guard;
+    // The ntfy server of davsyncd's built-in push receiver, as an origin
+    // ("https://ntfy.example.org"); set here or inherited from the top level.
+    // When set, it is used even if a UnifiedPush distributor is on the bus.
+    std::optional<std::string> push_service;
     // A reload keeps an account's runtime only when nothing here changed.
     friend bool operator==(const Account&, const Account&) = default;
 };
@@ -70,6 +74,7 @@ struct Config {
     std::filesystem::path state_dir;     // $XDG_STATE_HOME/davsyncd
     std::filesystem::path data_dir;      // $XDG_DATA_HOME/davsyncd
     std::optional<std::string> push_distributor;  // D-Bus name to prefer
+    std::optional<std::string> push_service;      // default of Account::push_service
     std::vector<Account> accounts;
 };
 

@@ -129,13 +129,13 @@ void Connector::use(const std::string& name, const std::string& owner) {
     owner_ = owner;
     distributor_ = sdbus::createProxy(connection_, name_, "/org/unifiedpush/Distributor");
     log::info("push: using distributor ", name_);
-    if (handlers_.distributor_changed) handlers_.distributor_changed(name_);
+    if (handlers_.distributor_changed) handlers_.distributor_changed(transport());
     for (const auto& [token, entry] : tokens_) register_token(token);
 }
 
-void Connector::add(const std::string& token, const std::string& description, const std::string& vapid) {
-    tokens_[token] = Entry{description, vapid};
-    if (distributor_) register_token(token);
+void Connector::add(const Registration& r) {
+    tokens_[r.token] = Entry{r.description, r.vapid};
+    if (distributor_) register_token(r.token);
 }
 
 void Connector::remove(const std::string& token) {
@@ -224,7 +224,7 @@ void Connector::on_name_owner_changed(const std::string& name, const std::string
             distributor_.reset();
             name_.clear();  // before the handlers: they ask distributor()
             for (const auto& [token, entry] : tokens_) handlers_.lost(token, "the distributor left the bus");
-            if (handlers_.distributor_changed) handlers_.distributor_changed("");
+            if (handlers_.distributor_changed) handlers_.distributor_changed(transport());
             discover();  // another one may be there
         } else {
             use(name, new_owner);  // restarted: register again with the same tokens

@@ -27,32 +27,22 @@
 
 #include "Connector1-adaptor.h"
 #include "Connector2-adaptor.h"
+#include "push/transport.hpp"
 
 namespace davsyncd::push {
 
 inline constexpr const char* kConnectorPath = "/org/unifiedpush/Connector";
 inline constexpr const char* kDistributorPrefix = "org.unifiedpush.Distributor.";
 
-class Connector {
+class Connector final : public Transport {
 public:
-    struct Handlers {
-        std::function<void(const std::string& token, const std::string& endpoint)> new_endpoint;
-        std::function<void(const std::string& token, const std::vector<uint8_t>& message)> message;
-        // The registration is gone: Unregistered, a refused Register, or the
-        // distributor left the bus. `why` is for the log and D-Bus.
-        std::function<void(const std::string& token, const std::string& why)> lost;
-        // The distributor in use changed ("" = none).
-        std::function<void(const std::string& name)> distributor_changed;
-    };
-
     // `preferred`: a distributor name from the configuration, or "".
     Connector(sdbus::IConnection& connection, std::string service_name, std::string preferred, Handlers handlers);
-    ~Connector();
+    ~Connector() override;
 
-    // Registers (or re-registers, e.g. with a new VAPID key) a token.
-    void add(const std::string& token, const std::string& description, const std::string& vapid);
-    // Unregisters a token and forgets it.
-    void remove(const std::string& token);
+    void add(const Registration& registration) override;
+    void remove(const std::string& token) override;
+    std::string transport() const override { return name_.empty() ? "" : "unifiedpush:" + name_; }
     const std::string& distributor() const { return name_; }
 
 private:

@@ -173,6 +173,33 @@ TEST_CASE("every key is read") {
     CHECK(b.local_root == "/home/a/.local/share/davsyncd/b");
 }
 
+TEST_CASE("push_service: top level, per account, https or loopback, origin only") {
+    auto two = [](const std::string& top, const std::string& second) {
+        return "{" + top + R"("accounts": [
+            {"id": "a", "url": "https://dav.example.org/", "username": ""},
+            {"id": "b", "url": "https://dav.example.org/", "username": "")" + second + "}]}";
+    };
+    auto cfg = parse(two(R"("push_service": "https://ntfy.example.org/", )", ""));
+    CHECK(*cfg.push_service == "https://ntfy.example.org");
+    CHECK(*cfg.accounts[0].push_service == "https://ntfy.example.org");
+    CHECK(*cfg.accounts[1].push_service == "https://ntfy.example.org");
+    cfg = parse(two("", R"(, "push_service": "http://127.0.0.1:8080")"));
+    CHECK_FALSE(cfg.accounts[0].push_service.has_value());
+    CHECK(*cfg.accounts[1].push_service == "http://127.0.0.1:8080");
+    cfg = parse(two(R"("push_service": "https://a.example", )", R"(, "push_service": "https://b.example")"));
+    CHECK(*cfg.accounts[0].push_service == "https://a.example");
+    CHECK(*cfg.accounts[1].push_service == "https://b.example");
+
+    auto msg = error_of(pretty_account("      \"push_service\": \"http://ntfy.example.org\""));
+    CHECK(msg.rfind(at(7) + "account 'personal': key 'push_service': plain http to http://ntfy.example.org", 0) == 0);
+    msg = error_of(pretty_account("      \"push_service\": \"https://ntfy.example.org/topic\""));
+    CHECK(msg.rfind(at(7) + "account 'personal': key 'push_service': expected the server's address only", 0) == 0);
+    msg = error_of(pretty_account("      \"push_service\": 7"));
+    CHECK(msg.rfind(at(7) + "account 'personal': key 'push_service':", 0) == 0);
+    msg = error_of(R"({"push_service": "ntfy.sh", "accounts": [{"id": "a", "url": "https://d.example/", "username": ""}]})");
+    CHECK(msg.rfind(at(1) + "key 'push_service': expected an https:// URL of an ntfy server", 0) == 0);
+}
+
 TEST_CASE("the shipped example loads") {
     EnvGuard home("HOME", "/home/tester");
     auto path = std::filesystem::path(SOURCE_ROOT) / "config" / "config.example.json";

@@ -150,7 +150,7 @@ TEST_CASE("a configured distributor that is not running is waited for, never rep
     Heard heard;
     testing::StderrCapture log;
     push::Connector connector(*conn, "io.github.davsyncd.test", "wanted", heard.handlers());
-    connector.add("token-1", "davsyncd: test", "");
+    connector.add({"token-1", "davsyncd: test", "", {}});
     // The connector has looked at the bus once it says what it made of the missing one.
     REQUIRE(pump({conn.get(), &other.connection()},
                  [&] { return log.text().find("org.unifiedpush.Distributor.wanted") != std::string::npos; }));
@@ -170,7 +170,7 @@ TEST_CASE("an endpoint that is not https is refused unless it is on loopback; th
     Heard heard;
     testing::StderrCapture log;
     push::Connector connector(*conn, "io.github.davsyncd.test", "", heard.handlers());
-    connector.add("token-1", "davsyncd: test", "");
+    connector.add({"token-1", "davsyncd: test", "", {}});
     std::vector<sdbus::IConnection*> all{conn.get(), &distributor.connection()};
     REQUIRE(pump(all, [&] { return !distributor.tokens.empty(); }));
 
@@ -201,7 +201,7 @@ TEST_CASE("connector calls from anyone but the distributor we registered with ar
     Heard heard;
     testing::StderrCapture log;
     push::Connector connector(*conn, "io.github.davsyncd.test", "", heard.handlers());
-    connector.add("token-1", "davsyncd: test", "");
+    connector.add({"token-1", "davsyncd: test", "", {}});
     std::vector<sdbus::IConnection*> all{conn.get(), &distributor.connection(), rogue.get()};
     REQUIRE(pump(all, [&] { return !distributor.tokens.empty(); }));
 
