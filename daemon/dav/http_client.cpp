@@ -425,6 +425,17 @@ Response HttpClient::perform(const Request& request, std::string& location, cons
 
     if (rc == CURLE_ABORTED_BY_CALLBACK && curl_->cancelled())
         throw Cancelled(cat(request.method, " ", url::redact(request.url), ": cancelled"));
+    if (rc != CURLE_OK && curl_->over == Curl::Over::auth_loop) {
+        // The credentials were sent and the server asked again: that is a
+        // refused password (the account waits for the user), not a transport
+        // failure to retry with backoff for ever.
+        log::debug(request.method, " ", url::redact(request.url),
+                   ": the server asked for the credentials again after they were sent (authentication loop)");
+        Response refused;
+        refused.status = 401;
+        location.clear();
+        return refused;
+    }
     if (rc != CURLE_OK) {
         std::string why;
         if (curl_->over == Curl::Over::decoded)
@@ -434,8 +445,6 @@ Response HttpClient::perform(const Request& request, std::string& location, cons
                       " bytes as received; refused");
         else if (curl_->over == Curl::Over::streamed)
             why = cat("response larger than ", options_.max_streamed_bytes, " bytes once decompressed; refused");
-        else if (curl_->over == Curl::Over::auth_loop)
-            why = "the server asked for the credentials again after they were sent; giving up (authentication loop)";
         else
             why = curl_->error[0] ? std::string(curl_->error) : std::string(curl_easy_strerror(rc));
         // What was read of a refused body is not kept a moment longer.

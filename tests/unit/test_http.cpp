@@ -431,12 +431,9 @@ TEST_CASE("a 401 is final: the credentials are not sent again and again") {
         o.timeout = std::chrono::seconds(20);
         HttpClient http(o);
         auto started = Clock::now();
-        try {
-            auto r = http.send(Request::propfind(a.url("/"), "0", ""));
-            CHECK(r.status == 401);
-        } catch (const HttpError& e) {
-            CHECK(std::string(e.what()).find("authentication loop") != std::string::npos);
-        }
+        // A refused password like any other 401 (the account waits for the
+        // user), not a transport failure that would be retried for ever.
+        CHECK(http.send(Request::propfind(a.url("/"), "0", "")).status == 401);
         CHECK(a.requests().size() <= 4);
         CHECK(Clock::now() - started < std::chrono::seconds(15));  // a hang guard, not a timing claim
     }
