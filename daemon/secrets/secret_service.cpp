@@ -257,11 +257,13 @@ SecretString secret_value(Secret& secret) {
 }  // namespace
 
 std::string how_to_store(const config::Account& account) {
-    auto attrs = config::secret_attributes(account);
     std::string tool = "secret-tool store --label davsyncd";
-    for (const auto& [k, v] : attrs) tool += cat(" ", shell_word(k), " ", shell_word(v));
-    if (!account.secret.empty()) return cat("`", tool, "` (or `davsyncctl set-password ", account.id, "`)");
-    return cat("`davsyncctl set-password ", account.id, "` or `", tool, "`");
+    if (account.secret.empty()) {  // in the order people write it
+        tool += cat(" application davsyncd account ", shell_word(account.id));
+        return cat("`davsyncctl set-password ", account.id, "` or `", tool, "`");
+    }
+    for (const auto& [k, v] : account.secret) tool += cat(" ", shell_word(k), " ", shell_word(v));
+    return cat("`", tool, "` (or `davsyncctl set-password ", account.id, "`)");
 }
 
 SecretString lookup_password(const config::Account& account, const Options& options) {
