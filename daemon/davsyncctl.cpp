@@ -213,12 +213,13 @@ std::optional<davsyncd::SecretString> read_password(const std::string& account_i
     line.reserve(4096);  // so that growing leaves no copy behind
     bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &g_saved_tty) == 0;
     if (tty) {
-        std::cerr << "Password for account '" << shown(account_id) << "': " << std::flush;
+        // Echo off before the prompt shows, so that nothing typed after it is echoed.
         termios quiet = g_saved_tty;
         quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
         quiet.c_lflag |= ECHONL;
         for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP}) std::signal(sig, restore_tty_and_die);
         tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+        std::cerr << "Password for account '" << shown(account_id) << "': " << std::flush;
     }
     bool got = static_cast<bool>(std::getline(std::cin, line));
     if (tty) {

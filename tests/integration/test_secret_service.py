@@ -10,10 +10,16 @@ what to do, and no sync the user did not ask for brings up a prompt.
 
 from __future__ import annotations
 
+import os
+import pty
+import select
+import signal
 import subprocess
+import time
 
 from davtest.credentials import seed, wait_refused, wait_synced_ok
 from davtest.daemon import account_for
+from davtest.dbus import ACCOUNT as ACCOUNT_IFACE, account_path
 from davtest.keyring import keyring  # noqa: F401  (fixture)
 from test_daemon import INTERVAL, davsyncctl_path, local_items, start_daemon  # noqa: F401  (fixture)
 
@@ -124,3 +130,59 @@ def test_no_secret_service_on_the_bus(radicale, daemon_env, bus):
     assert res.returncode == 1
     assert (f"no password for account '{ACCOUNT}': no Secret Service on the session bus "
             "(nothing owns org.freedesktop.secrets)") in res.stderr
+
+
+def test_user_sync_of_a_locked_keyring_asks_the_keyring_to_prompt(radicale, daemon_env, bus, keyring,
+                                                                   start_daemon):
+    """Only a user's Sync() brings up the unlock prompt. Here no prompter can
+    show one (no display), so the keyring dismisses it at once: the sync ends
+    with that error instead of hanging."""
+    seed(radicale)
+    keyring.store(ITEM, radicale.password)
+    keyring.lock()
+    d = start_daemon(_config(radicale, daemon_env))
+    refused = wait_refused(d, ACCOUNT)
+    calls = keyring.watch_calls()
+    d.bus.call(account_path(ACCOUNT), f"{ACCOUNT_IFACE}.Sync")
+    a = d.wait(lambda: (a := d.account(ACCOUNT))["LastSync"] > refused["LastSync"] and a, 60,
+               "the user's sync to end")
+    assert "Unlock" in calls.members() and "Prompt" in calls.members()
+    assert "unlock prompt was dismissed" in a["LastError"], a["LastError"]
+    assert a["State"] == "auth-failed"
+
+
+def test_set_password_on_a_terminal_does_not_echo(radicale, daemon_env, bus, keyring):
+    _config(radicale, daemon_env)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: davsyncctl on the terminal
+        os.execve(str(davsyncctl_path()), [str(davsyncctl_path()), "set-password", ACCOUNT],
+                  daemon_env.env({"DBUS_SESSION_BUS_ADDRESS": bus.address}))
+    seen = b""
+
+    def read_until(text: bytes):
+        nonlocal seen
+        deadline = time.monotonic() + 30
+        while text not in seen:
+            assert time.monotonic() < deadline, f"no {text!r} on the terminal: {seen!r}"
+            ready, _, _ = select.select([fd], [], [], 1)
+            if ready:
+                try:
+                    seen += os.read(fd, 1024)
+                except OSError:  # the child closed the terminal
+                    break
+        return seen
+
+    finished = False
+    try:
+        read_until(f"Password for account '{ACCOUNT}': ".encode())
+        os.write(fd, b"typed-secret\n")
+        out = read_until(b"stored the password")
+        finished = True
+    finally:
+        if not finished:  # a failed wait above: never leave it waiting on the terminal
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert b"typed-secret" not in out
+    assert keyring.lookup(ITEM) == "typed-secret"
