@@ -56,8 +56,8 @@ std::string attributes_text(const Attributes& attrs) {
 class Conversation {
 public:
     // `subject` starts every error message ("no password for account 'x': ").
-    Conversation(const config::Account& account, const Options& options, std::string subject_text)
-        : account_(account), options_(options), subject_(std::move(subject_text)) {
+    Conversation(const config::Account& account, const Options& options, std::string subject_text, bool storing)
+        : account_(account), options_(options), subject_(std::move(subject_text)), storing_(storing) {
         check_cancel();
         try {
             connection_ = sdbus::createSessionBusConnection();
@@ -159,17 +159,23 @@ public:
             dismiss(prompt);
             throw SecretError(SecretError::Kind::dismissed,
                               cat(subject(), "nobody answered the keyring's unlock prompt within ",
-                                  options_.prompt_timeout.count() / 1000, " s; run `davsyncctl sync ", account_.id,
-                                  "` to be asked again"));
+                                  options_.prompt_timeout.count() / 1000, " s; ", ask_again()));
         }
         if (dismissed)
             throw SecretError(SecretError::Kind::dismissed,
-                              cat(subject(), "the keyring's unlock prompt was dismissed; run `davsyncctl sync ",
-                                  account_.id, "` to be asked again"));
+                              cat(subject(), "the keyring's unlock prompt was dismissed; ", ask_again()));
         return result;
     }
 
+    std::string ask_again() const {
+        return cat("run `davsyncctl ", storing_ ? "set-password " : "sync ", account_.id, "` to be asked again");
+    }
+
     SecretError locked_error() const {
+        if (storing_)
+            return SecretError(SecretError::Kind::locked,
+                               cat(subject(), "the default keyring is locked and was not unlocked; unlock it (for "
+                                              "example in Seahorse) and try again"));
         return SecretError(SecretError::Kind::locked,
                            cat(subject(), "the keyring that holds it is locked; unlock it, or run `davsyncctl sync ",
                                account_.id,
@@ -244,6 +250,7 @@ private:
     const config::Account& account_;
     const Options& options_;
     std::string subject_;
+    bool storing_;
     std::unique_ptr<sdbus::IConnection> connection_;
 };
 
@@ -268,7 +275,7 @@ std::string how_to_store(const config::Account& account) {
 
 SecretString lookup_password(const config::Account& account, const Options& options) {
     auto attrs = config::secret_attributes(account);
-    Conversation bus(account, options, cat("no password for account '", account.id, "': "));
+    Conversation bus(account, options, cat("no password for account '", account.id, "': "), false);
     std::vector<sdbus::ObjectPath> unlocked, locked;
     auto found = bus.call(kServicePath, kServiceIface, "SearchItems", [&](sdbus::MethodCall& m) { m << attrs; });
     found >> unlocked >> locked;
@@ -305,7 +312,7 @@ SecretString lookup_password(const config::Account& account, const Options& opti
 
 void store_password(const config::Account& account, const SecretString& password, const Options& options) {
     auto attrs = config::secret_attributes(account);
-    Conversation bus(account, options, cat("cannot store the password of account '", account.id, "': "));
+    Conversation bus(account, options, cat("cannot store the password of account '", account.id, "': "), true);
     sdbus::ObjectPath collection;
     auto alias = bus.call(kServicePath, kServiceIface, "ReadAlias", [](sdbus::MethodCall& m) { m << std::string("default"); });
     alias >> collection;

@@ -186,3 +186,16 @@ def test_set_password_on_a_terminal_does_not_echo(radicale, daemon_env, bus, key
     assert os.waitstatus_to_exitcode(status) == 0, out
     assert b"typed-secret" not in out
     assert keyring.lookup(ITEM) == "typed-secret"
+
+
+def test_set_password_into_a_locked_keyring_says_why_it_failed(radicale, daemon_env, bus, keyring):
+    """set-password may prompt (the user is there); with no prompter the
+    keyring dismisses the prompt, and nothing is stored."""
+    _config(radicale, daemon_env)
+    keyring.lock()
+    res = subprocess.run([str(davsyncctl_path()), "set-password", ACCOUNT], input="pw\n",
+                         env=daemon_env.env({"DBUS_SESSION_BUS_ADDRESS": bus.address}),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert (f"cannot store the password of account '{ACCOUNT}': the keyring's unlock prompt was dismissed; "
+            f"run `davsyncctl set-password {ACCOUNT}` to be asked again") in res.stderr
