@@ -273,7 +273,9 @@ std::string how_to_store(const config::Account& account) {
     return cat("`", tool, "` (or `davsyncctl set-password ", account.id, "`)");
 }
 
-SecretString lookup_password(const config::Account& account, const Options& options) {
+namespace {
+
+SecretString lookup(const config::Account& account, const Options& options) {
     auto attrs = config::secret_attributes(account);
     Conversation bus(account, options, cat("no password for account '", account.id, "': "), false);
     std::vector<sdbus::ObjectPath> unlocked, locked;
@@ -310,7 +312,7 @@ SecretString lookup_password(const config::Account& account, const Options& opti
     return password;
 }
 
-void store_password(const config::Account& account, const SecretString& password, const Options& options) {
+void store(const config::Account& account, const SecretString& password, const Options& options) {
     auto attrs = config::secret_attributes(account);
     Conversation bus(account, options, cat("cannot store the password of account '", account.id, "': "), true);
     sdbus::ObjectPath collection;
@@ -350,6 +352,28 @@ void store_password(const config::Account& account, const SecretString& password
     }
     wipe(std::get<2>(secret));
     if (prompt != "/") bus.run_prompt(prompt);
+}
+
+}  // namespace
+
+// An answer of the wrong shape (a broken or hostile service) is an error
+// naming the account, like any other.
+SecretString lookup_password(const config::Account& account, const Options& options) {
+    try {
+        return lookup(account, options);
+    } catch (const sdbus::Error& e) {
+        throw SecretError(SecretError::Kind::failed, cat("no password for account '", account.id,
+                                                         "': unexpected answer from the Secret Service: ", e.getMessage()));
+    }
+}
+
+void store_password(const config::Account& account, const SecretString& password, const Options& options) {
+    try {
+        store(account, password, options);
+    } catch (const sdbus::Error& e) {
+        throw SecretError(SecretError::Kind::failed, cat("cannot store the password of account '", account.id,
+                                                         "': unexpected answer from the Secret Service: ", e.getMessage()));
+    }
 }
 
 }  // namespace davsyncd::secrets
