@@ -1,8 +1,13 @@
 // davsyncctl: look at and steer a running davsyncd over D-Bus.
-// Entry point only: argument parsing and printing; bus/client does the talking.
+// Entry point only: argument parsing and printing; bus/client does the talking
+// (and secrets/secret_service, for set-password).
 
+#include <algorithm>
 #include <csignal>
 #include <ctime>
+#include <filesystem>
+#include <termios.h>
+#include <unistd.h>
 #include <iomanip>
 #include <iostream>
 #include <optional>
@@ -11,7 +16,9 @@
 
 #include "bus/client.hpp"
 #include "bus/objects.hpp"
+#include "config/config.hpp"
 #include "core/sanitize.hpp"
+#include "secrets/secret_service.hpp"
 #include "davsyncd_version.h"
 
 namespace {
@@ -32,11 +39,16 @@ Commands:
   confirm-delete ACCOUNT/COLLECTION
                                  apply the deletions a sync refused (more than the
                                  deletion guard allows) at its next sync, started now
+  set-password ACCOUNT           store the account's password in the Secret Service
+                                 (asked for without echo on a terminal, else one line
+                                 of stdin); a running daemon then uses it
 
 Options:
   --json        machine-readable output (one JSON document; for watch, one per line)
   --no-wait     with sync: do not wait for the sync to finish
   --timeout S   with sync: give up waiting after S seconds (default 600)
+  --config FILE with set-password: the configuration that names the account
+                (default: $XDG_CONFIG_HOME/davsyncd/config.json)
 )";
 
 std::string when(const json& usec) {
@@ -208,17 +220,98 @@ int watch(Client& client, bool as_json) {
     return 0;
 }
 
+// The terminal's settings while a password is typed without echo, so that
+// Ctrl-C or a kill restores them (a handler can reach nothing else).
+termios g_saved_tty;
+
+void restore_tty_and_die(int sig) {
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_tty);
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+}
+
+// One line: typed without echo on a terminal, else read from stdin.
+std::optional<davsyncd::SecretString> read_password(const std::string& account_id) {
+    std::string line;
+    line.reserve(4096);  // so that growing leaves no copy behind
+    bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &g_saved_tty) == 0;
+    if (tty) {
+        // Echo off before the prompt shows, so that nothing typed after it is echoed.
+        termios quiet = g_saved_tty;
+        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+        quiet.c_lflag |= ECHONL;
+        for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP}) std::signal(sig, restore_tty_and_die);
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+        std::cerr << "Password for account '" << shown(account_id) << "': " << std::flush;
+    }
+    bool got = static_cast<bool>(std::getline(std::cin, line));
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &g_saved_tty);
+        for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP}) std::signal(sig, SIG_DFL);
+    }
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!got && line.empty()) return std::nullopt;
+    return davsyncd::SecretString(std::move(line));
+}
+
+int set_password(const std::string& account_id, const std::string& config_path) {
+    namespace config = davsyncd::config;
+    auto xdg = davsyncd::fs::XdgDirs::from_environment();
+    config::Config cfg;
+    try {
+        cfg = config::load(config_path.empty() ? config::default_path(xdg) : std::filesystem::path(config_path), xdg);
+    } catch (const config::ConfigError& e) {
+        std::cerr << "davsyncctl: " << shown(e.what()) << "\n";
+        return 1;
+    }
+    auto it = std::find_if(cfg.accounts.begin(), cfg.accounts.end(), [&](const auto& a) { return a.id == account_id; });
+    if (it == cfg.accounts.end()) {
+        std::cerr << "davsyncctl: no account '" << shown(account_id) << "' in " << shown(cfg.source.string()) << "\n";
+        return 1;
+    }
+    if (config::password_source(*it) != config::PasswordSource::secret_service)
+        std::cerr << "davsyncctl: warning: account '" << shown(account_id) << "' takes its password from '"
+                  << (it->password ? "password" : "password_command")
+                  << "' in the configuration, not from the Secret Service; remove that key to use this one\n";
+    auto password = read_password(account_id);
+    if (!password || password->empty()) {
+        std::cerr << "davsyncctl: no password given; nothing stored\n";
+        return 1;
+    }
+    try {
+        davsyncd::secrets::store_password(*it, *password, {.may_prompt = true});  // the user is here
+    } catch (const davsyncd::secrets::SecretError& e) {
+        std::cerr << "davsyncctl: " << shown(e.what()) << "\n";
+        return 1;
+    }
+    std::cout << "stored the password of account '" << shown(account_id) << "' in the Secret Service\n";
+    // An account waiting for its password retries after a reload (which
+    // re-reads every credential); a daemon that is not running is not started.
+    try {
+        Client client;
+        if (client.running()) {
+            client.reload();
+            std::cout << "asked the running davsyncd to use it\n";
+        }
+    } catch (const std::exception& e) {
+        std::cerr << "davsyncctl: could not tell the running davsyncd: " << shown(e.what()) << "\n";
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     bool as_json = false, wait = true;
     int timeout = 600;
     std::vector<std::string> args;
+    std::string config_path;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         if (a == "--json") as_json = true;
         else if (a == "--no-wait") wait = false;
         else if (a == "--timeout" && i + 1 < argc) timeout = std::atoi(argv[++i]);
+        else if (a == "--config" && i + 1 < argc) config_path = argv[++i];
         else if (a == "--help" || a == "-h") { std::cout << kUsage; return 0; }
         else if (a == "--version") { std::cout << "davsyncctl " << DAVSYNCD_VERSION << "\n"; return 0; }
         else if (a.starts_with("--")) { std::cerr << "davsyncctl: unknown option '" << a << "'\n" << kUsage; return 2; }
@@ -232,6 +325,14 @@ int main(int argc, char** argv) {
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGTERM);
         pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    }
+    // Needs no daemon: it talks to the Secret Service.
+    if (args[0] == "set-password") {
+        if (args.size() != 2) {
+            std::cerr << "davsyncctl: set-password takes ACCOUNT\n";
+            return 2;
+        }
+        return set_password(args[1], config_path);
     }
     try {
         Client client;

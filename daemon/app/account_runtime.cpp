@@ -10,6 +10,7 @@
 #include "app/commands.hpp"
 #include "core/log.hpp"
 #include "sync/collection_sync.hpp"
+#include "secrets/secret_service.hpp"
 
 namespace davsyncd::app {
 
@@ -248,7 +249,9 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
     std::set<std::string> failed;  // folders whose sync failed
     try {
         if (!http) {
-            r.new_http = make_client_ptr(account, cancel);  // runs password_command: never on the main loop
+            // Runs password_command or asks the Secret Service: never on the main
+            // loop. Only a user's request may bring up the keyring's unlock prompt.
+            r.new_http = make_client_ptr(account, cancel, (request.reasons & account::Reason::user) != 0);
             http = r.new_http.get();
         }
         // Every request stops within a second of a stop, a reload or a disable.
@@ -337,6 +340,12 @@ AccountRuntime::JobResult AccountRuntime::run_job(JobInput in, dav::HttpClient* 
         r.outcome.retry_after = e.retry_after;
         r.error = e.what();
         log::error("account '", account.id, "': ", e.what());
+    } catch (const secrets::SecretError& e) {
+        // No item, or a locked keyring on a sync no user asked for: waits for
+        // the user (set-password, sync, reload) like a refused password.
+        r.outcome.kind = e.needs_user() ? account::SyncOutcome::Kind::auth_failed : account::SyncOutcome::Kind::error;
+        r.error = e.what();
+        log::error(e.what());
     } catch (const std::exception& e) {
         r.outcome.kind = account::SyncOutcome::Kind::error;
         r.error = e.what();

@@ -9,14 +9,19 @@
 #include "core/log.hpp"
 #include "core/sanitize.hpp"
 #include "dav/discovery.hpp"
+#include "secrets/secret_service.hpp"
 #include "sync/account_sync.hpp"
 
 namespace davsyncd::app {
 
-std::unique_ptr<dav::HttpClient> make_client_ptr(const config::Account& account, const std::atomic<bool>* cancel) {
+std::unique_ptr<dav::HttpClient> make_client_ptr(const config::Account& account, const std::atomic<bool>* cancel,
+                                                 bool may_prompt) {
     dav::ClientOptions o;
     o.username = account.username;
-    o.password = config::resolve_password(account, config::kPasswordCommandTimeout, cancel);
+    if (config::password_source(account) == config::PasswordSource::secret_service)
+        o.password = secrets::lookup_password(account, {.may_prompt = may_prompt, .cancel = cancel});
+    else
+        o.password = config::resolve_password(account, config::kPasswordCommandTimeout, cancel);
     o.verify_tls = account.verify_tls;
     // Pinned to the configured origin, not to whatever is asked first (a
     // discovery cache written before origins were pinned may name another).
@@ -63,7 +68,7 @@ int discover(const config::Config& cfg, const std::string& only_account, bool js
     for (const auto& account : cfg.accounts) {
         if (!only_account.empty() && account.id != only_account) continue;
         try {
-            auto http = make_client_ptr(account);
+            auto http = make_client_ptr(account, nullptr, /*may_prompt=*/true);  // the user runs this
             auto result = dav::discover(*http, account.url);
             sync::store_discovery(result, account, account_state_dir(cfg, account));
             log::info("account '", account.id, "': discovered ", result.collections.size(), " collections in ",
@@ -91,7 +96,7 @@ int sync_once(const config::Config& cfg, const std::string& only_account, bool f
     for (const auto& account : cfg.accounts) {
         if (!only_account.empty() && account.id != only_account) continue;
         try {
-            auto http = make_client_ptr(account);
+            auto http = make_client_ptr(account, nullptr, /*may_prompt=*/true);  // the user runs this
             auto state_dir = account_state_dir(cfg, account);
             auto found = sync::cached_or_rediscovered(*http, account, state_dir, kDiscoveryMaxAge);
             bool collection_gone = false;
@@ -111,6 +116,9 @@ int sync_once(const config::Config& cfg, const std::string& only_account, bool f
             // Deleted or unshared since the cached discovery: find out now, so
             // that its folder is set aside and the next run does not fail on it.
             if (collection_gone && !found.discovered) sync::rediscover(*http, account, state_dir);
+        } catch (const secrets::SecretError& e) {
+            log::error(e.what());  // names the account already
+            status = 1;
         } catch (const std::exception& e) {
             log::error("account '", account.id, "': ", e.what());
             status = 1;

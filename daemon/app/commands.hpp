@@ -16,10 +16,13 @@
 namespace davsyncd::app {
 
 // An HTTP client set up for the account: credentials, TLS policy.
-// Throws config::ConfigError when the password cannot be obtained, and
-// dav::Cancelled when `cancel` is set while password_command runs.
-std::unique_ptr<dav::HttpClient> make_client_ptr(const config::Account& account,
-                                                 const std::atomic<bool>* cancel = nullptr);
+// The password comes from the config, password_command or the Secret
+// Service; `may_prompt` (a user asked for this sync) lets the Secret Service
+// show its unlock prompt for a locked keyring. Throws config::ConfigError
+// or secrets::SecretError when the password cannot be obtained, and
+// dav::Cancelled when `cancel` is set while it is being obtained.
+std::unique_ptr<dav::HttpClient> make_client_ptr(const config::Account& account, const std::atomic<bool>* cancel,
+                                                 bool may_prompt);
 
 // Where an account's state lives: <state_dir>/<account id>/.
 std::filesystem::path account_state_dir(const config::Config& cfg, const config::Account& account);

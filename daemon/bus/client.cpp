@@ -128,6 +128,12 @@ bool Client::sync_and_wait(const std::string& path, const char* interface, std::
 }
 void Client::sync(const std::string& object_path, const char* interface) { call(object_path, interface, "Sync"); }
 void Client::reload() { call(kRootPath, kManager, "Reload"); }
+bool Client::running() {
+    auto dbus = sdbus::createProxy(*connection_, "org.freedesktop.DBus", "/org/freedesktop/DBus");
+    bool has_owner = false;
+    dbus->callMethod("NameHasOwner").onInterface("org.freedesktop.DBus").withArguments(std::string(kBusName)).storeResultsTo(has_owner);
+    return has_owner;
+}
 void Client::confirm_deletion(const std::string& collection_path) {
     call(collection_path, "io.github.davsyncd.Collection1", "ConfirmDeletion");
 }

@@ -43,6 +43,9 @@ public:
     void sync_all();
     void sync(const std::string& object_path, const char* interface);
     void reload();
+    // Whether a daemon owns the bus name now (asking does not start one
+    // through D-Bus activation, unlike a call to it).
+    bool running();
     void confirm_deletion(const std::string& collection_path);
 
     // A user sync of `target` (an account or collection object path with its

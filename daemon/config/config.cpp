@@ -443,7 +443,7 @@ private:
                 expect_string(value, line, "", key);  // for editors; ignored
             } else {
                 static const std::set<std::string_view> account_keys = {
-                    "id", "url", "username", "password_command", "password", "local_root", "sync_interval",
+                    "id", "url", "username", "password_command", "password", "secret", "local_root", "sync_interval",
                     "collections", "verify_tls", "conflict_policy", "multiget_batch",
                     "deletion_guard_items", "deletion_guard_percent"};
                 unknown_key(line, "", key, known,
@@ -502,11 +502,11 @@ private:
         check_duplicates(ptr, ctx);
 
         static const std::vector<std::string_view> known = {
-            "id", "url", "username", "password_command", "password", "local_root", "sync_interval",
+            "id", "url", "username", "password_command", "password", "secret", "local_root", "sync_interval",
             "collections", "verify_tls", "conflict_policy", "multiget_batch",
             "deletion_guard_items", "deletion_guard_percent", "push_service"};
         bool have_url = false, have_username = false, explicit_root = false;
-        int password_line = 0, command_line = 0, root_line = 0;
+        int password_line = 0, command_line = 0, secret_line = 0, root_line = 0;
         for (const auto& [key, value] : v.items()) {
             int line = pos_.at(child(ptr, key));
             if (key == "id") {
@@ -531,6 +531,9 @@ private:
             } else if (key == "password") {
                 a.password = expect_string(value, line, ctx, key, /*secret=*/true);
                 password_line = line;
+            } else if (key == "secret") {
+                a.secret = read_secret(value, child(ptr, key), line, ctx);
+                secret_line = line;
             } else if (key == "local_root") {
                 a.local_root = read_local_root(value, line, ctx);
                 explicit_root = true;
@@ -577,10 +580,11 @@ private:
         if (a.password && a.password_command)
             fail(std::max(password_line, command_line), ctx,
                  "both 'password' and 'password_command' are set; keep only one (prefer 'password_command')");
-        if (!a.username.empty() && !a.password && !a.password_command)
-            fail(acc_line, ctx,
-                 "missing required key 'password_command' (or 'password'): the account has a username, "
-                 "so it needs a password");
+        // Neither: the password is in the Secret Service (`secret` or the default item).
+        if (secret_line && (a.password || a.password_command))
+            fail(secret_line, key_ctx(ctx, "secret"),
+                 cat("names a Secret Service item, but '", a.password ? "password" : "password_command",
+                     "' is set too; keep only one password source"));
         if (a.password)
             log::warning(source_.string(), ":", password_line, ": account '", a.id,
                          "': inline password in config; prefer password_command");
@@ -591,6 +595,36 @@ private:
         root_lines_.push_back(explicit_root ? root_line : acc_line);
         explicit_roots_.push_back(explicit_root);
         cfg_.accounts.push_back(std::move(a));
+    }
+
+    // {"attribute": "value", ...}: the lookup attributes of an item stored by
+    // another program (the default item is {"application": "davsyncd",
+    // "account": <id>}).
+    std::map<std::string, std::string> read_secret(const Json& v, const std::string& ptr, int line,
+                                                   const std::string& ctx) const {
+        std::string sctx = key_ctx(ctx, "secret");
+        if (!v.is_object())
+            fail(line, sctx,
+                 cat("expected an object of Secret Service attributes such as {\"service\": \"dav.example.org\", "
+                     "\"user\": \"alice\"}, got ", kind(v)));
+        if (v.empty())
+            fail(line, sctx,
+                 "names no attribute; leave 'secret' out to use the default item "
+                 "{\"application\": \"davsyncd\", \"account\": <id>}");
+        check_duplicates(ptr, sctx);
+        std::map<std::string, std::string> attrs;
+        for (const auto& [key, value] : v.items()) {
+            int kline = pos_.at(child(ptr, key));
+            std::string name = cat("secret.", key);
+            if (key.empty()) fail(kline ? kline : line, sctx, "attribute names must not be empty");
+            if (!value.is_string())
+                fail(kline ? kline : line, key_ctx(ctx, name), cat("expected a string, got ", show(value)));
+            const auto& text = value.get_ref<const std::string&>();
+            if (key.find('\0') != std::string::npos || text.find('\0') != std::string::npos)
+                fail(kline ? kline : line, key_ctx(ctx, name), "must not contain NUL");
+            attrs[key] = text;
+        }
+        return attrs;
     }
 
     std::filesystem::path read_local_root(const Json& value, int line, const std::string& ctx) const {
@@ -749,8 +783,20 @@ bool is_set(const std::atomic<bool>* flag) { return flag && flag->load(std::memo
 
 }  // namespace
 
-std::string resolve_password(const Account& account, std::chrono::milliseconds timeout, const std::atomic<bool>* cancel) {
-    if (!account.password_command) return account.password.value_or("");
+PasswordSource password_source(const Account& account) {
+    if (account.password) return PasswordSource::inline_password;
+    if (account.password_command) return PasswordSource::command;
+    if (!account.secret.empty() || !account.username.empty()) return PasswordSource::secret_service;
+    return PasswordSource::none;
+}
+
+std::map<std::string, std::string> secret_attributes(const Account& account) {
+    if (!account.secret.empty()) return account.secret;
+    return {{"application", "davsyncd"}, {"account", account.id}};
+}
+
+SecretString resolve_password(const Account& account, std::chrono::milliseconds timeout, const std::atomic<bool>* cancel) {
+    if (!account.password_command) return account.password.value_or(SecretString());
     auto failed = [&](const std::string& why) {
         return ConfigError(cat("account '", account.id, "': password_command failed (", why, ")"));
     };
@@ -793,11 +839,14 @@ std::string resolve_password(const Account& account, std::chrono::milliseconds t
     // slices to look at it; without, one poll sleeps until something happens.
     constexpr std::chrono::milliseconds kCancelSlice{100};
     enum class Stop { finished, timed_out, cancelled } stop = Stop::finished;
+    char buf[4096];
     std::string out;
+    // Room for the longest line kept, so that growing never leaves a copy
+    // of the password in a freed buffer.
+    out.reserve(65536 + sizeof buf);
     bool line_done = false;
     bool output_ended = false;
     bool exited = !exit_fd.valid();
-    char buf[4096];
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (!output_ended || !exited) {
         if (is_set(cancel)) {
@@ -839,7 +888,7 @@ std::string resolve_password(const Account& account, std::chrono::milliseconds t
 
     std::string failure;
     if (stop == Stop::cancelled) {
-        explicit_bzero(out.data(), out.size());
+        SecretString::wipe(out);
         throw cancelled();
     }
     if (stop == Stop::timed_out) failure = cat("did not finish within ", timeout.count() / 1000.0, " s; stopped it");
@@ -848,10 +897,10 @@ std::string resolve_password(const Account& account, std::chrono::milliseconds t
     else if (WEXITSTATUS(status) != 0) failure = cat("exit status ", WEXITSTATUS(status));
     else if (out.empty()) failure = "exit status 0, but it printed no password";
     if (!failure.empty()) {
-        explicit_bzero(out.data(), out.size());
+        SecretString::wipe(out);
         throw failed(failure);
     }
-    return out;
+    return SecretString(std::move(out));
 }
 
 const char* to_string(ConflictPolicy p) {

@@ -7,18 +7,21 @@
 // config means data in the wrong place.
 //
 // Pure data and parsing; no I/O except reading the file (and, in
-// resolve_password(), running the user's password command).
+// resolve_password(), running the user's password command). A password kept
+// in the Secret Service is looked up by secrets/secret_service.hpp.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "core/fs.hpp"
+#include "core/secret_string.hpp"
 
 namespace davsyncd::config {
 
@@ -53,7 +56,10 @@ struct Account {
     std::string url;       // http(s) URL: a collection home, a principal or just the server
     std::string username;
     std::optional<std::string> password_command;  // run with /bin/sh -c; first line of stdout
-    std::optional<std::string> password;          // inline; discouraged (a warning is logged)
+    std::optional<SecretString> password;         // inline; discouraged (a warning is logged)
+    // Attributes of the account's Secret Service item when they are not the
+    // default ones (an item stored by another program); empty = default.
+    std::map<std::string, std::string> secret;
     std::filesystem::path local_root;             // folder holding one vdir per collection
     std::chrono::seconds sync_interval{900};      // poll interval
     CollectionFilter collections;
@@ -68,6 +74,16 @@ struct Account {
     // A reload keeps an account's runtime only when nothing here changed.
     friend bool operator==(const Account&, const Account&) = default;
 };
+
+// Where an account's password comes from. An account with a username and
+// neither `password` nor `password_command` uses the Secret Service.
+enum class PasswordSource { none, inline_password, command, secret_service };
+PasswordSource password_source(const Account& account);
+
+// The attributes of the account's Secret Service item: `secret` when given,
+// else {"application": "davsyncd", "account": <id>}, which is what
+// `davsyncctl set-password` stores.
+std::map<std::string, std::string> secret_attributes(const Account& account);
 
 struct Config {
     std::filesystem::path source;        // the file it was read from
@@ -93,7 +109,8 @@ Config parse(std::string_view text, const std::filesystem::path& source_name, co
 inline constexpr std::chrono::seconds kPasswordCommandTimeout{120};
 
 // The account's password: runs password_command (first line of its stdout,
-// without the newline) or returns the inline password. Throws ConfigError
+// without the newline) or returns the inline password ("" for an account
+// whose source is the Secret Service: see secrets::). Throws ConfigError
 // naming the account (never the password) when the command fails, or when
 // it has not finished after `timeout` (its process group is killed then:
 // a hanging command must not stall the account for ever).
@@ -104,7 +121,7 @@ inline constexpr std::chrono::seconds kPasswordCommandTimeout{120};
 // becomes true, the process group is killed within about 100 ms and
 // dav::Cancelled (dav/http_client.hpp, the same type a cancelled request
 // throws) is thrown.
-std::string resolve_password(const Account& account, std::chrono::milliseconds timeout = kPasswordCommandTimeout,
+SecretString resolve_password(const Account& account, std::chrono::milliseconds timeout = kPasswordCommandTimeout,
                              const std::atomic<bool>* cancel = nullptr);
 
 const char* to_string(ConflictPolicy p);

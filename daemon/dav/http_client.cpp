@@ -8,7 +8,6 @@
 #include <vector>
 
 #include <curl/curl.h>
-#include <openssl/crypto.h>
 
 #include "core/log.hpp"
 #include "davsyncd_version.h"
@@ -259,9 +258,8 @@ HttpClient::HttpClient(ClientOptions options) : options_(std::move(options)), cu
         origins_.push_back(*origin);
     }
 }
-// The password must not outlive its client in freed memory (a core dump is
-// off, but a later allocation could hand the bytes on).
-HttpClient::~HttpClient() { OPENSSL_cleanse(options_.password.data(), options_.password.size()); }
+// The password (a SecretString) wipes itself with options_.
+HttpClient::~HttpClient() = default;
 
 void HttpClient::set_cancel(const std::atomic<bool>* flag) { curl_->cancel = flag; }
 

@@ -40,6 +40,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/secret_string.hpp"
 #include "dav/url.hpp"
 
 namespace davsyncd::dav {
@@ -125,7 +126,7 @@ struct RemoteError : std::runtime_error {
 
 struct ClientOptions {
     std::string username;
-    std::string password;
+    SecretString password;  // wiped when the client is destroyed
     bool verify_tls = true;
     std::chrono::seconds connect_timeout{15};
     std::chrono::seconds timeout{300};          // whole transfer

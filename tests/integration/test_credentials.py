@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from davtest import sampledata as sd
+from davtest.credentials import seed, wait_refused, wait_synced_ok
 from davtest.daemon import account_for
 from davtest.dbus import ACCOUNT as ACCOUNT_IFACE, MANAGER, ROOT_PATH, account_path
 from test_daemon import INTERVAL, start_daemon  # noqa: F401  (fixture)
@@ -16,7 +16,7 @@ ACCOUNT = "pw"
 
 
 def _setup(radicale, daemon_env, wrong: bool = True):
-    radicale.put_item(radicale.make_calendar("cal", "Cal"), "e.ics", sd.make_event(1, "pw"))
+    seed(radicale)
     secret = daemon_env.root / "secret"
     secret.write_text("wrong\n" if wrong else radicale.password + "\n")
     cfg = daemon_env.write_config([account_for(radicale, ACCOUNT, sync_interval=INTERVAL,
@@ -25,12 +25,11 @@ def _setup(radicale, daemon_env, wrong: bool = True):
 
 
 def _refused(d) -> dict:
-    return d.wait(lambda: (a := d.account(ACCOUNT))["State"] == "auth-failed" and a, 30, "the 401")
+    return wait_refused(d, ACCOUNT)
 
 
 def _synced_ok(d, after: int) -> dict:
-    return d.wait(lambda: (a := d.account(ACCOUNT))["LastSync"] > after and a["LastResult"] == "ok" and a,
-                  30, "a successful sync")
+    return wait_synced_ok(d, ACCOUNT, after)
 
 
 def test_fixed_password_file_then_sync(radicale, daemon_env, bus, start_daemon):

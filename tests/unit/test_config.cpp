@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <future>
 #include <string>
@@ -276,13 +277,55 @@ TEST_CASE("a password of the wrong type is not echoed") {
     CHECK(msg.find("12345678") == std::string::npos);
 }
 
+TEST_CASE("an account with a username and no password source uses the Secret Service") {
+    auto cfg = parse(R"({"accounts": [{"id": "p", "url": "https://x.example/", "username": "alice"},
+                                       {"id": "anon", "url": "https://y.example/", "username": ""}]})");
+    const auto& p = cfg.accounts[0];
+    CHECK(p.secret.empty());
+    CHECK(config::password_source(p) == config::PasswordSource::secret_service);
+    CHECK(config::secret_attributes(p) == std::map<std::string, std::string>{{"application", "davsyncd"}, {"account", "p"}});
+    CHECK(config::password_source(cfg.accounts[1]) == config::PasswordSource::none);
+}
+
+TEST_CASE("'secret' names the attributes of another program's item") {
+    auto cfg = parse(R"({"accounts": [{"id": "p", "url": "https://x.example/", "username": "alice",
+                                        "secret": {"service": "dav.example.org", "user": "alice"}}]})");
+    const auto& p = cfg.accounts[0];
+    CHECK(config::password_source(p) == config::PasswordSource::secret_service);
+    CHECK(config::secret_attributes(p) == std::map<std::string, std::string>{{"service", "dav.example.org"}, {"user", "alice"}});
+    // Without a username too: some servers take a token alone.
+    cfg = parse(R"({"accounts": [{"id": "t", "url": "https://x.example/", "username": "", "secret": {"k": "v"}}]})");
+    CHECK(config::password_source(cfg.accounts[0]) == config::PasswordSource::secret_service);
+    // A change of attributes is a change of the account (a reload restarts it).
+    auto other = cfg.accounts[0];
+    other.secret["k"] = "w";
+    CHECK_FALSE(other == cfg.accounts[0]);
+}
+
+TEST_CASE("bad 'secret' values are named") {
+    auto account = [](const std::string& secret, const std::string& more = "") {
+        return "{\"accounts\": [{\"id\": \"p\", \"url\": \"https://x.example/\", \"username\": \"a\"" + more +
+               ",\n\"secret\": " + secret + "}]}";
+    };
+    auto msg = error_of(account("\"service=dav\""));
+    CHECK(msg.rfind(at(2) + "account 'p': key 'secret': expected an object of Secret Service attributes", 0) == 0);
+    CHECK(error_of(account("{}")).find("names no attribute; leave 'secret' out to use the default item") !=
+          std::string::npos);
+    CHECK(error_of(account("{\"user\": 5}")) == at(2) + "account 'p': key 'secret.user': expected a string, got 5");
+    CHECK(error_of(account("{\"\": \"x\"}")).find("attribute names must not be empty") != std::string::npos);
+    CHECK(error_of(account("{\"a\": \"x\", \"a\": \"y\"}")).find("'a'") != std::string::npos);
+    msg = error_of(account("{\"a\": \"x\"}", ", \"password_command\": \"pass x\""));
+    CHECK(msg == at(2) + "account 'p': key 'secret': names a Secret Service item, but 'password_command' is set too; "
+                         "keep only one password source");
+    msg = error_of(account("{\"a\": \"x\"}", ", \"password\": \"pw\""));
+    CHECK(msg.find("but 'password' is set too") != std::string::npos);
+}
+
 TEST_CASE("missing required keys") {
     auto msg = error_of("{\n  \"accounts\": [\n    {\"id\": \"p\", \"username\": \"\"}\n  ]\n}");
     CHECK(msg.rfind(at(3) + "account 'p': missing required key 'url'", 0) == 0);
     msg = error_of("{\"accounts\": [\n{\"id\": \"p\", \"url\": \"https://x.example/\"}]}");
     CHECK(msg.rfind(at(2) + "account 'p': missing required key 'username'", 0) == 0);
-    msg = error_of("{\"accounts\": [\n{\"id\": \"p\", \"url\": \"https://x.example/\", \"username\": \"alice\"}]}");
-    CHECK(msg.rfind(at(2) + "account 'p': missing required key 'password_command'", 0) == 0);
     msg = error_of(R"({"accounts": [{"id": "a", "url": "https://x.example/", "username": ""},
                                      {"url": "https://y.example/", "username": ""}]})");
     CHECK(msg == at(2) + "account #2: missing required key 'id'");
@@ -567,7 +610,7 @@ TEST_CASE("password_command runs with no blocked or ignored signals, whatever th
     a.id = "personal";
     // The "password" is the command's own signal state: "<blocked> <ignored>".
     a.password_command = "grep -E '^Sig(Blk|Ign):' /proc/self/status | cut -f2 | tr '\\n' ' '";
-    auto state = config::resolve_password(a);
+    std::string state = config::resolve_password(a).str();
     auto space = state.find(' ');
     REQUIRE(space == 16);
     CHECK(state.substr(0, space) == "0000000000000000");

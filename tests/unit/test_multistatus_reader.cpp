@@ -83,7 +83,7 @@ std::string listing(int n) {
 
 }  // namespace
 
-TEST_SUITE("multistatus reader") {
+TEST_SUITE("multistatus") {
 
 TEST_CASE("every way of cutting the bytes gives what a whole-document parse gives") {
     auto expected = whole(kTricky);
