@@ -101,13 +101,15 @@ def unit_with_build_binary(build_dir: Path, dest: Path, source: Optional[Path] =
 def verify(unit: Path, tmp_path: Path, user: bool) -> subprocess.CompletedProcess:
     env = dict(os.environ, LC_ALL="C.UTF-8", SYSTEMD_PAGER="cat", SYSTEMD_LOG_COLOR="0")
     cmd = ["systemd-analyze", "verify"]
-    if user:
-        runtime = tmp_path / "runtime"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        env["XDG_RUNTIME_DIR"] = str(runtime)
-        cmd.append("--user")
-    return subprocess.run(cmd + [str(unit)], capture_output=True, text=True, env=env,
-                          timeout=60)
+    if not user:
+        return subprocess.run(cmd + [str(unit)], capture_output=True, text=True, env=env, timeout=60)
+    # A short runtime folder: other packages' user sockets (gpg-agent's) live
+    # under it, and a socket path past 108 bytes makes systemd-analyze complain
+    # about them with our temp path in the message.
+    with tempfile.TemporaryDirectory(prefix="dsd-rt-") as runtime:
+        os.chmod(runtime, 0o700)
+        env["XDG_RUNTIME_DIR"] = runtime
+        return subprocess.run(cmd + ["--user", str(unit)], capture_output=True, text=True, env=env, timeout=60)
 
 
 def about(res: subprocess.CompletedProcess, name: str) -> list[str]:
