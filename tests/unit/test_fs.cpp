@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "temp_dir.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,14 +22,7 @@ namespace stdfs = std::filesystem;
 using namespace davsyncd;
 
 namespace {
-struct TempDir {
-    stdfs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/davsyncd-test-XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~TempDir() { stdfs::remove_all(path); }
-};
+using testing::TempDir;
 
 // Runs `fn` on a thread of its own and waits at most `limit` for it, so that
 // a write blocked for ever fails the test instead of hanging the suite. `fn`

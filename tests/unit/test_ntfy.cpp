@@ -4,6 +4,8 @@
 // resume with since=).
 #include <doctest/doctest.h>
 
+#include "temp_dir.hpp"
+
 #include <sys/stat.h>
 
 #include <chrono>
@@ -26,14 +28,7 @@ namespace stdfs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    stdfs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/davsyncd-ntfy-XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~TempDir() { stdfs::remove_all(path); }
-};
+using testing::TempDir;
 
 std::string str(const std::vector<uint8_t>& b) { return std::string(b.begin(), b.end()); }
 

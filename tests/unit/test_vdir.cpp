@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include "temp_dir.hpp"
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,14 +23,7 @@ using sync::VdirStore;
 
 namespace {
 
-struct TempDir {
-    stdfs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/davsyncd-vdir-test-XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~TempDir() { stdfs::remove_all(path); }
-};
+using testing::TempDir;
 
 void put(const stdfs::path& p, const std::string& content) {
     std::ofstream out(p, std::ios::binary);
