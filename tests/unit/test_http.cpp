@@ -502,4 +502,23 @@ TEST_CASE("a gzip bomb is refused with a clear error, in bounded memory") {
     CHECK(grown_mib < 110);
 }
 
+TEST_CASE("a streamed body is not capped at 64 MiB, but a compression bomb is refused by its ratio") {
+    testing::FakeHttpServer a;
+    // 80 MiB as it is passes (the sink holds none of it); 256 MiB of "<a/>"
+    // from 1.7 MB of gzip does not.
+    std::string varied;
+    for (int i = 0; varied.size() < (80u << 20); ++i) varied += "<d:response><d:href>/c/" + std::to_string(i * 7919) + ".ics</d:href></d:response>\n";
+    a.queue({207, {}, varied});
+    a.queue({207, {{"Content-Encoding", "gzip"}}, testing::gzip_repeated("<a/>", size_t(256) << 20)});
+    HttpClient http(with_password());
+    uint64_t got = 0;
+    auto count = [&](std::string_view bytes) { got += bytes.size(); };
+    CHECK(http.send(Request::report(a.url("/c/"), "1", "<x/>"), count).status == 207);
+    CHECK(got == varied.size());
+    got = 0;
+    auto what = testing::error_of([&] { http.send(Request::report(a.url("/c/"), "1", "<x/>"), count); });
+    CHECK(what.find("inflates more than 100-fold once decompressed; refused") != std::string::npos);
+    CHECK(got < (64u << 20));
+}
+
 }  // TEST_SUITE
