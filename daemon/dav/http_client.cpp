@@ -135,7 +135,7 @@ std::string join_chain(const std::vector<std::string>& chain) {
 }  // namespace
 
 struct HttpClient::Curl {
-    enum class Over { none, wire, decoded, auth_loop };
+    enum class Over { none, wire, decoded, streamed, auth_loop };
 
     CURL* handle = nullptr;
     char error[CURL_ERROR_SIZE] = {};
@@ -146,6 +146,10 @@ struct HttpClient::Curl {
     int final_answers = 0;           // non-1xx status lines within one exchange
     bool use_digest = false;         // learnt from a 401 that offers only Digest
     const std::atomic<bool>* cancel = nullptr;
+    const HttpClient::BodySink* sink = nullptr;   // for 2xx bodies, when streaming
+    uint64_t max_streamed = 0;
+    uint64_t streamed = 0;                        // bytes handed to the sink
+    std::exception_ptr sink_error;                // what the sink threw
 
     Curl() : handle(curl_easy_init()) {
         if (!handle) throw HttpError("cannot initialise libcurl");
@@ -167,6 +171,20 @@ struct HttpClient::Curl {
             self->over = Over::wire;
             return 0;  // aborts the transfer with CURLE_WRITE_ERROR
         }
+        if (self->sink && self->streaming()) {
+            if (self->streamed + bytes > self->max_streamed) {
+                self->over = Over::streamed;
+                return 0;
+            }
+            self->streamed += bytes;
+            try {
+                (*self->sink)(std::string_view(data, bytes));
+            } catch (...) {
+                self->sink_error = std::current_exception();
+                return 0;
+            }
+            return bytes;
+        }
         std::string& body = self->current->body;
         if (body.size() + bytes > self->max_bytes) {
             self->over = Over::decoded;
@@ -185,6 +203,12 @@ struct HttpClient::Curl {
         return bytes;
     }
     static constexpr size_t kSmallBody = 1u << 20;
+
+    // The answer being received is a success, whose body the sink takes.
+    bool streaming() const {
+        long status = 0;
+        return curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status >= 200 && status < 300;
+    }
 
     // libcurl calls this at least once a second, data flowing or not, and
     // after every read: also while compressed bytes decode to nothing.
@@ -263,7 +287,10 @@ void HttpClient::warn_if_cleartext(const url::Url& target) {
     log::warning(target.origin(), ": plain http: the password travels in clear text; use https");
 }
 
-Response HttpClient::send(Request request) {
+Response HttpClient::send(Request request) { return send(std::move(request), BodySink()); }
+
+Response HttpClient::send(Request request, const BodySink& sink) {
+    const BodySink* to = sink ? &sink : nullptr;
     if (request.changes_state() && write_decorator_) write_decorator_(request);
     const std::string asked_for = request.url;
     check_origin(request.url, asked_for);
@@ -271,12 +298,12 @@ Response HttpClient::send(Request request) {
     std::vector<std::string> chain{request.url};
     for (;;) {
         std::string location;
-        Response r = perform(request, location);
+        Response r = perform(request, location, to);
         // A server that only speaks Digest: switch once, for the client's
         // life, and repeat this request. Otherwise a 401 is final.
         if (r.status == 401 && !curl_->use_digest && !options_.username.empty() && digest_only(r)) {
             curl_->use_digest = true;
-            r = perform(request, location);
+            r = perform(request, location, to);
         }
         r.effective_url = request.url;
         if (!follow || !is_redirect(r.status) || location.empty()) return r;
@@ -302,7 +329,7 @@ Response HttpClient::send(Request request) {
     }
 }
 
-Response HttpClient::perform(const Request& request, std::string& location) {
+Response HttpClient::perform(const Request& request, std::string& location, const BodySink* sink) {
     if (curl_->cancelled()) throw Cancelled(cat(request.method, " ", url::redact(request.url), ": cancelled before it was sent"));
     CURL* h = curl_->handle;
     // Options are set in full on every request instead of curl_easy_reset(),
@@ -321,7 +348,8 @@ Response HttpClient::perform(const Request& request, std::string& location) {
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
     // A Content-Length past the cap is refused before the body is read.
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(options_.max_wire_bytes));
+    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE,
+                     static_cast<curl_off_t>(sink ? options_.max_streamed_bytes : options_.max_wire_bytes));
 
     // libcurl never follows a redirect itself (send() does, within the
     // origin), and never sends credentials to a host other than the URL's.
@@ -370,7 +398,11 @@ Response HttpClient::perform(const Request& request, std::string& location) {
     Response response;
     curl_->current = &response;
     curl_->max_bytes = options_.max_response_bytes;
-    curl_->max_wire = options_.max_wire_bytes;
+    curl_->max_wire = sink ? options_.max_streamed_bytes : options_.max_wire_bytes;
+    curl_->sink = sink;
+    curl_->max_streamed = options_.max_streamed_bytes;
+    curl_->streamed = 0;
+    curl_->sink_error = nullptr;
     curl_->over = Curl::Over::none;
     curl_->final_answers = 0;
     curl_->error[0] = 0;
@@ -386,8 +418,10 @@ Response HttpClient::perform(const Request& request, std::string& location) {
     CURLcode rc = curl_easy_perform(h);
     ++requests_sent_;
     curl_->current = nullptr;
+    curl_->sink = nullptr;
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, nullptr);  // `headers` dies here
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, nullptr);
+    if (auto e = std::exchange(curl_->sink_error, nullptr)) std::rethrow_exception(e);
 
     if (rc == CURLE_ABORTED_BY_CALLBACK && curl_->cancelled())
         throw Cancelled(cat(request.method, " ", url::redact(request.url), ": cancelled"));
@@ -396,7 +430,10 @@ Response HttpClient::perform(const Request& request, std::string& location) {
         if (curl_->over == Curl::Over::decoded)
             why = cat("response larger than ", options_.max_response_bytes, " bytes once decompressed; refused");
         else if (curl_->over == Curl::Over::wire || rc == CURLE_FILESIZE_EXCEEDED)
-            why = cat("response larger than ", options_.max_wire_bytes, " bytes as received; refused");
+            why = cat("response larger than ", sink ? options_.max_streamed_bytes : options_.max_wire_bytes,
+                      " bytes as received; refused");
+        else if (curl_->over == Curl::Over::streamed)
+            why = cat("response larger than ", options_.max_streamed_bytes, " bytes once decompressed; refused");
         else if (curl_->over == Curl::Over::auth_loop)
             why = "the server asked for the credentials again after they were sent; giving up (authentication loop)";
         else
@@ -410,10 +447,11 @@ Response HttpClient::perform(const Request& request, std::string& location) {
     if (char* next = nullptr; is_redirect(response.status) &&
                               curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &next) == CURLE_OK && next)
         location = next;
-    bytes_received_ += response.body.size();
+    const uint64_t body_bytes = response.body.size() + curl_->streamed;
+    bytes_received_ += body_bytes;
 
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-    log::debug(request.method, " ", url::redact(request.url), " -> ", response.status, " (", response.body.size(),
+    log::debug(request.method, " ", url::redact(request.url), " -> ", response.status, " (", body_bytes,
                " bytes, ", ms.count(), " ms)");
     return response;
 }

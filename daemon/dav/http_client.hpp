@@ -145,6 +145,11 @@ struct ClientOptions {
     // large on the wire as in memory, so the same figure; the decompressed
     // cap is what stops a compressed bomb.
     size_t max_wire_bytes = 64u << 20;
+    // A body handed to a sink as it arrives (send() with a BodySink) is not
+    // held in memory, so only this cap applies to it, as received and once
+    // decompressed: far past any collection (a 100 000-contact listing is
+    // about 55 MiB), short of filling a disk from one answer.
+    uint64_t max_streamed_bytes = uint64_t{4} << 30;
     // Hops followed for one request (GET, PROPFIND, REPORT, OPTIONS), all
     // within its origin. One more is an error naming the chain.
     int max_redirects = 5;
@@ -167,6 +172,13 @@ public:
     // Cancelled when the cancel flag is set before or during the transfer.
     Response send(Request request);
 
+    // Receives the body of a 2xx answer piece by piece (decompressed) as it
+    // arrives, instead of Response::body. Other answers (a redirect, an
+    // error page) are buffered as usual. An exception from the sink stops
+    // the transfer and leaves send() unchanged.
+    using BodySink = std::function<void(std::string_view)>;
+    Response send(Request request, const BodySink& sink);
+
     // The flag (owned by the caller, outliving this client or reset to
     // nullptr first) that stops requests when it becomes true; read from
     // the thread running send(), written from any thread.
@@ -183,7 +195,7 @@ public:
 private:
     // One exchange, no redirect followed; `location` receives the absolute
     // URL of a 3xx's Location, when it has one.
-    Response perform(const Request& request, std::string& location);
+    Response perform(const Request& request, std::string& location, const BodySink* sink);
     // Throws OriginRefused unless `target` is on an allowed origin.
     void check_origin(const std::string& target, const std::string& asked_for);
     void warn_if_cleartext(const url::Url& target);

@@ -1,6 +1,7 @@
 #include "dav/remote_collection.hpp"
 
 #include "core/log.hpp"
+#include "dav/multistatus_reader.hpp"
 #include "dav/xml.hpp"
 
 namespace davsyncd::dav {
@@ -91,36 +92,33 @@ ChangePage RemoteCollection::changes_since(const SyncToken& token) {
                            "<D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>");
     // RFC 6578 §3.2: the report is defined for Depth 0 only.
     auto req = Request::report(info_.url, "0", std::move(body));
-    auto resp = http_.send(req);
+    ChangePage page;
+    Response resp;
+    auto token_after = stream_multistatus(req, [&](const xml::Response& r) {
+        // Xandikos since 0.2.10 answers a stale token with a 207 whose
+        // response carries the 412 and the precondition.
+        if (r.error && xml::child(r.error, xml::kDav, "valid-sync-token"))
+            throw InvalidSyncToken(cat(url::redact(info_.url), ": server rejected the sync token (", r.status, " in a 207)"));
+        if (r.status == 507) {  // truncated result (RFC 6578 §3.6), reported on the collection itself
+            page.truncated = true;
+            return;
+        }
+        auto href = member(r.href);
+        if (!href) return;
+        if (r.status == 404 || r.status == 410) {
+            page.deleted.push_back(*href);
+            return;
+        }
+        const auto* etag = r.find_prop(xml::kDav, "getetag");
+        page.changed.push_back({*href, Etag(etag ? xml::text(etag, 1024) : "")});
+    }, resp);
     if (resp.status != 207) {
         // Radicale says 403, Xandikos 412 (or 500 in 0.2.8): the error element decides.
         if (xml::has_precondition(resp.body, xml::kDav, "valid-sync-token"))
             throw InvalidSyncToken(cat(url::redact(info_.url), ": server rejected the sync token (", status_text(resp.status), ")"));
         fail(req, resp);
     }
-    xml::Document doc(resp.body);
-    auto ms = xml::parse_multistatus(doc);
-    // Xandikos since 0.2.10 answers a stale token with a 207 whose response
-    // carries the 412 and the precondition.
-    for (const auto& r : ms.responses)
-        if (r.error && xml::child(r.error, xml::kDav, "valid-sync-token"))
-            throw InvalidSyncToken(cat(url::redact(info_.url), ": server rejected the sync token (", r.status, " in a 207)"));
-    ChangePage page;
-    page.token = SyncToken(ms.sync_token.value_or(""));
-    for (const auto& r : ms.responses) {
-        if (r.status == 507) {  // truncated result (RFC 6578 §3.6), reported on the collection itself
-            page.truncated = true;
-            continue;
-        }
-        auto href = member(r.href);
-        if (!href) continue;
-        if (r.status == 404 || r.status == 410) {
-            page.deleted.push_back(*href);
-            continue;
-        }
-        const auto* etag = r.find_prop(xml::kDav, "getetag");
-        page.changed.push_back({*href, Etag(etag ? xml::text(etag, 1024) : "")});
-    }
+    page.token = SyncToken(token_after.value_or(""));
     if (page.token.empty()) throw RemoteError(cat("REPORT ", url::redact(info_.url), ": no sync-token in the answer"), 207, std::nullopt);
     return page;
 }
@@ -128,19 +126,33 @@ ChangePage RemoteCollection::changes_since(const SyncToken& token) {
 std::vector<MemberEtag> RemoteCollection::list_etags() {
     auto req = Request::propfind(info_.url, "1",
                                  cat(kXmlHead, R"(<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getetag/></D:prop></D:propfind>)"));
-    auto resp = http_.send(req);
-    if (resp.status != 207) fail(req, resp);
-    xml::Document doc(resp.body);
     std::vector<MemberEtag> out;
-    for (const auto& r : xml::parse_multistatus(doc).responses) {
+    Response resp;
+    stream_multistatus(req, [&](const xml::Response& r) {
         const auto* rt = r.find_prop(xml::kDav, "resourcetype");
-        if (rt && xml::child(rt, xml::kDav, "collection")) continue;
+        if (rt && xml::child(rt, xml::kDav, "collection")) return;
         auto href = member(r.href);
-        if (!href) continue;
+        if (!href) return;
         const auto* etag = r.find_prop(xml::kDav, "getetag");
         out.push_back({*href, Etag(etag ? xml::text(etag, 1024) : "")});
-    }
+    }, resp);
+    if (resp.status != 207) fail(req, resp);
     return out;
+}
+
+std::optional<std::string> RemoteCollection::stream_multistatus(Request req,
+                                                                const std::function<void(const xml::Response&)>& on_response,
+                                                                Response& answer) {
+    const std::string what = cat(req.method, " ", url::redact(req.url));
+    xml::MultistatusReader reader(on_response);
+    try {
+        answer = http_.send(std::move(req), [&](std::string_view bytes) { reader.feed(bytes); });
+        if (answer.status != 207) return std::nullopt;
+        reader.finish();
+    } catch (const xml::XmlError& e) {
+        throw xml::XmlError(cat(what, ": ", e.what()));
+    }
+    return reader.sync_token();
 }
 
 namespace {
@@ -154,45 +166,38 @@ std::string item_text(const xml::Element* data) {
     return text;
 }
 
-// Member data from a multiget or query multistatus.
-template <typename MemberFn>
-std::vector<MemberData> parse_data(const Response& resp, const Dialect& d, MemberFn&& member) {
-    xml::Document doc(resp.body);
-    std::vector<MemberData> out;
-    for (const auto& r : xml::parse_multistatus(doc).responses) {
-        const auto* data = r.find_prop(d.ns, d.data);
-        if (!data) continue;  // 404 in a multiget: gone since it was listed
-        auto href = member(r.href);
-        if (!href) continue;
-        const auto* etag = r.find_prop(xml::kDav, "getetag");
-        out.push_back({*href, Etag(etag ? xml::text(etag, 1024) : ""), item_text(data)});
-    }
-    return out;
-}
-
 }  // namespace
 
-std::vector<MemberData> RemoteCollection::list_all() {
+void RemoteCollection::stream_data(Request req, const MemberSink& sink) {
     const Dialect& d = is_addressbook() ? kCardDav : kCalDav;
-    auto req = Request::report(info_.url, "1",
-                               cat(kXmlHead, "<C:", d.query, R"( xmlns:D="DAV:" xmlns:C=")", d.ns, R"(">)",
-                                   "<D:prop><D:getetag/><C:", d.data, "/></D:prop>", d.filter, "</C:", d.query, ">"));
-    auto resp = http_.send(req);
+    Response resp;
+    stream_multistatus(req, [&](const xml::Response& r) {
+        const auto* data = r.find_prop(d.ns, d.data);
+        if (!data) return;  // 404 in a multiget: gone since it was listed
+        auto href = member(r.href);
+        if (!href) return;
+        const auto* etag = r.find_prop(xml::kDav, "getetag");
+        sink(MemberData{*href, Etag(etag ? xml::text(etag, 1024) : ""), item_text(data)});
+    }, resp);
     if (resp.status != 207) fail(req, resp);
-    return parse_data(resp, d, [this](std::string_view h) { return member(h); });
 }
 
-std::vector<MemberData> RemoteCollection::multiget(const std::vector<Href>& hrefs) {
-    if (hrefs.empty()) return {};
+void RemoteCollection::list_all(const MemberSink& sink) {
+    const Dialect& d = is_addressbook() ? kCardDav : kCalDav;
+    stream_data(Request::report(info_.url, "1",
+                                cat(kXmlHead, "<C:", d.query, R"( xmlns:D="DAV:" xmlns:C=")", d.ns, R"(">)",
+                                    "<D:prop><D:getetag/><C:", d.data, "/></D:prop>", d.filter, "</C:", d.query, ">")),
+                sink);
+}
+
+void RemoteCollection::multiget(const std::vector<Href>& hrefs, const MemberSink& sink) {
+    if (hrefs.empty()) return;
     const Dialect& d = is_addressbook() ? kCardDav : kCalDav;
     std::string body = cat(kXmlHead, "<C:", d.multiget, R"( xmlns:D="DAV:" xmlns:C=")", d.ns, R"(">)",
                            "<D:prop><D:getetag/><C:", d.data, "/></D:prop>");
     for (const auto& h : hrefs) body += cat("<D:href>", xml::escape(h.str()), "</D:href>");
     body += cat("</C:", d.multiget, ">");
-    auto req = Request::report(info_.url, "1", std::move(body));
-    auto resp = http_.send(req);
-    if (resp.status != 207) fail(req, resp);
-    return parse_data(resp, d, [this](std::string_view h) { return member(h); });
+    stream_data(Request::report(info_.url, "1", std::move(body)), sink);
 }
 
 std::optional<MemberData> RemoteCollection::get(const Href& href) {

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -19,6 +20,7 @@
 #include "dav/discovery.hpp"
 #include "dav/http_client.hpp"
 #include "dav/types.hpp"
+#include "dav/xml.hpp"
 
 namespace davsyncd::dav {
 
@@ -102,10 +104,15 @@ public:
     // the cheapest complete listing on the servers measured. (Not a
     // sync-collection asking for the data: Xandikos 0.2.8 answers 404 for
     // calendar-data there, and its multiget costs ~0.1 s per item.)
-    std::vector<MemberData> list_all();
+    //
+    // Listings with data are read as they arrive (xml::MultistatusReader):
+    // each member goes to `sink` once its response is complete, so memory
+    // holds one member at a time whatever the collection's size.
+    using MemberSink = std::function<void(MemberData&&)>;
+    void list_all(const MemberSink& sink);
     // calendar-multiget / addressbook-multiget; members the server reports
-    // missing are left out of the result.
-    std::vector<MemberData> multiget(const std::vector<Href>& hrefs);
+    // missing are left out.
+    void multiget(const std::vector<Href>& hrefs, const MemberSink& sink);
     // GET; nullopt on 404/410.
     std::optional<MemberData> get(const Href& href);
     // PUT guarded by `condition` (`etag` is used with if_match). Throws only
@@ -123,6 +130,12 @@ private:
     // on another origin, outside the collection, or the collection itself.
     std::optional<Href> member(std::string_view href) const;
     [[noreturn]] void fail(const Request& req, const Response& resp) const;
+    // Sends a request answered by a multistatus and reads it as it arrives:
+    // `on_response` sees each DAV:response; returns the top-level sync-token.
+    // A non-207 answer is returned in `answer` for the caller to judge.
+    std::optional<std::string> stream_multistatus(Request req, const std::function<void(const xml::Response&)>& on_response,
+                                                  Response& answer);
+    void stream_data(Request req, const MemberSink& sink);
     WriteResult write_result(const Request& req, const Response& resp) const;
     std::string current_property(std::string_view ns, std::string_view name);  // "" when absent
 

@@ -135,7 +135,7 @@ std::filesystem::path set_aside(const PlannedCollection& plan, const std::filesy
             if (ec) throw fs::IoError(cat("cannot move ", plan.local_dir.string(), " aside: ", ec.message()));
         }
     }
-    for (const char* suffix : {"", ".uploads", ".journal"}) {
+    for (const char* suffix : {"", ".uploads", ".journal", ".created", ".summary"}) {
         auto from = plan.state_file;
         from += suffix;
         std::filesystem::rename(from, aside / cat("state.json", suffix), ec);

@@ -129,8 +129,21 @@ SyncReport CollectionSync::run() {
     const auto requests_before = remote_.requests_sent();
     report_ = {};
     known_files_.reset();
-    state_ = CollectionState::load(opts_.state_file);
+    first_page_.reset();
     failures_ = UploadFailures::load(uploads_path(opts_.state_file));
+    // The collection's name and colour, for khal and khard. One the user set
+    // stays when the server has none.
+    if (!remote_.info().display_name.empty()) local_.set_metadata("displayname", remote_.info().display_name);
+    if (!remote_.info().color.empty()) local_.set_metadata("color", remote_.info().color);
+    if (auto quiet = unchanged_since_last_sync()) {
+        log::debug(opts_.label, ": nothing changed on either side");
+        report_.token = quiet->token;
+        report_.items = quiet->items;
+        report_.requests = remote_.requests_sent() - requests_before;
+        report_.duration = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+        return report_;
+    }
+    state_ = CollectionState::load(opts_.state_file);
     created_since_token_ = load_created();
     if (state_.collection_url != remote_.url()) {
         if (!state_.collection_url.empty())
@@ -153,16 +166,12 @@ SyncReport CollectionSync::run() {
     // 0. Finish the bookkeeping of an interrupted sync.
     recover_interrupted();
 
-    // The collection's name and colour, for khal and khard. One the user set
-    // stays when the server has none.
-    if (!remote_.info().display_name.empty()) local_.set_metadata("displayname", remote_.info().display_name);
-    if (!remote_.info().color.empty()) local_.set_metadata("color", remote_.info().color);
-
     // 1. What changed in the folder since the last sync.
     LocalChanges changes = scan_local();
     if (opts_.local_trigger_only && changes.empty()) {
         log::debug(opts_.label, ": nothing changed locally");
         state_.save(opts_.state_file);  // keeps the refreshed mtimes of touched files
+        save_summary();
         return finish();
     }
     if (deletion_needs_confirmation(changes.deleted.size(), state_.items.size() - changes.deleted.size(), "local"))
@@ -174,6 +183,56 @@ SyncReport CollectionSync::run() {
     // 3. Pull server changes; 4. the token is saved inside, after its items.
     pull();
     return finish();
+}
+
+// --- the quiet case ------------------------------------------------------------
+
+namespace {
+
+// The stamps of a set of files, in name order, as one digest: equal to the
+// digest of the state's records exactly when a scan would find every file
+// unchanged by its stamp, and no file added or removed.
+std::string folder_digest(std::vector<std::tuple<std::string_view, int64_t, uint64_t, int64_t>> files) {
+    std::sort(files.begin(), files.end());
+    std::string text;
+    text.reserve(files.size() * 64);
+    for (const auto& [name, mtime, size, ctime] : files) text += cat(name, '\0', mtime, ' ', size, ' ', ctime, '\n');
+    return content_hash(text);
+}
+
+}  // namespace
+
+std::optional<StateSummary> CollectionSync::unchanged_since_last_sync() {
+    std::error_code ec;
+    if (!remote_.info().supports_sync_collection || !failures_.empty() ||
+        std::filesystem::exists(journal_path(opts_.state_file), ec) ||
+        std::filesystem::exists(created_path(opts_.state_file), ec))
+        return std::nullopt;
+    auto summary = StateSummary::load(opts_.state_file);
+    if (!summary || summary->collection_url != remote_.url() || summary->token.empty()) return std::nullopt;
+    auto files = local_.list();
+    std::vector<std::tuple<std::string_view, int64_t, uint64_t, int64_t>> stamps;
+    stamps.reserve(files.size());
+    for (const auto& f : files) stamps.emplace_back(f.name, f.mtime_ns, f.size, f.ctime_ns);
+    if (folder_digest(std::move(stamps)) != summary->folder_digest) return std::nullopt;
+    if (opts_.local_trigger_only) return summary;
+    dav::ChangePage page;
+    try {
+        page = remote_.changes_since(summary->token);
+    } catch (const dav::InvalidSyncToken&) {
+        return std::nullopt;  // the full path recovers (and asks again)
+    }
+    if (page.changed.empty() && page.deleted.empty() && !page.truncated && page.token == summary->token) return summary;
+    first_page_.emplace(summary->token, std::move(page));
+    return std::nullopt;
+}
+
+void CollectionSync::save_summary() {
+    std::vector<std::tuple<std::string_view, int64_t, uint64_t, int64_t>> stamps;
+    stamps.reserve(state_.items.size());
+    for (const auto& [key, item] : state_.items) stamps.emplace_back(item.file, item.mtime_ns, item.size, item.ctime_ns);
+    StateSummary{state_.collection_url, state_.token, state_.items.size(), folder_digest(std::move(stamps))}.save(
+        opts_.state_file);
 }
 
 // --- 0. recover ---------------------------------------------------------------
@@ -621,7 +680,8 @@ void CollectionSync::pull_incremental() {
         check_cancel();
         dav::ChangePage page;
         try {
-            page = remote_.changes_since(cursor);
+            if (first_page_ && first_page_->first == cursor) page = std::move(std::exchange(first_page_, std::nullopt)->second);
+            else page = remote_.changes_since(cursor);
         } catch (const dav::RemoteError& e) {
             // Xandikos before 0.2.10 answers a token it no longer knows with a
             // bare 500. Recover the same way; a server that is really broken
@@ -718,17 +778,20 @@ void CollectionSync::recover_with_listing() {
 
 // First sync: the cheapest complete listing. The token is read first, so
 // anything that changes while we list is reported again next time.
+//
+// Members are written as they arrive; the deletions the listing implies are
+// judged once it is complete (what arrived is on disk and recorded either way).
 void CollectionSync::pull_full_listing() {
     auto token = remote_.current_token();
-    auto all = remote_.list_all();
     std::set<std::string> present;
-    for (const auto& m : all) present.insert(href_key(m.href));
+    receive([&](const auto& sink) { remote_.list_all(sink); }, &present);
     std::vector<std::string> gone;
     for (const auto& [key, item] : state_.items)
         if (!present.contains(key)) gone.push_back(key);
-    if (deletion_needs_confirmation(gone.size(), state_.items.size() - gone.size(), "server")) return;
-
-    store_downloads(all);
+    if (deletion_needs_confirmation(gone.size(), state_.items.size() - gone.size(), "server")) {
+        save_state();  // the members that did arrive, under the old token
+        return;
+    }
     for (const auto& key : gone) apply_remote_deletion(key);
     state_.token = token;
     token_covers_all();
@@ -785,8 +848,30 @@ void CollectionSync::download(const std::vector<Href>& hrefs) {
         check_cancel();
         auto end = std::min(hrefs.size(), i + opts_.multiget_batch);
         std::vector<Href> batch(hrefs.begin() + static_cast<std::ptrdiff_t>(i), hrefs.begin() + static_cast<std::ptrdiff_t>(end));
-        store_downloads(remote_.multiget(batch));
+        receive([&](const auto& sink) { remote_.multiget(batch, sink); });
     }
+}
+
+void CollectionSync::receive(const std::function<void(const dav::RemoteCollection::MemberSink&)>& list,
+                             std::set<std::string>* present) {
+    // One journal fsync and one syncfs per batch: large enough that a first
+    // sync of 50 000 items pays for a dozen, small enough to stay a few MB.
+    constexpr size_t kBatchItems = 4096;
+    constexpr size_t kBatchBytes = 8u << 20;
+    std::vector<dav::MemberData> batch;
+    size_t bytes = 0;
+    auto flush = [&] {
+        store_downloads(batch);
+        batch.clear();
+        bytes = 0;
+    };
+    list([&](dav::MemberData&& m) {
+        if (present) present->insert(href_key(m.href));
+        bytes += m.data.size();
+        batch.push_back(std::move(m));
+        if (batch.size() >= kBatchItems || bytes >= kBatchBytes) flush();
+    });
+    flush();
 }
 
 // Writes downloaded items: first their journal entries (one fsync), then
@@ -939,6 +1024,7 @@ void CollectionSync::check_cancel() {
 
 void CollectionSync::save_state() {
     state_.save(opts_.state_file);
+    save_summary();
     save_created();
     std::error_code ec;
     std::filesystem::remove(journal_path(opts_.state_file), ec);

@@ -112,6 +112,12 @@ private:
         std::string hash() const;
     };
 
+    // Nothing changed in the folder since the last sync (by the summary,
+    // without loading the state) and, unless only a folder event asked,
+    // nothing on the server either. A server page that does list changes is
+    // kept in first_page_ for the pull, so that it is not asked twice.
+    std::optional<StateSummary> unchanged_since_last_sync();
+    void save_summary();
     void recover_interrupted();
     LocalChanges scan_local();
     void drop_waiting(LocalChanges& changes);
@@ -132,6 +138,10 @@ private:
     void pull_by_ctag();
     void reconcile_listing(const std::vector<dav::MemberEtag>& members);
     void download(const std::vector<Href>& hrefs);
+    // Writes the members a listing delivers in batches as they arrive, so
+    // that no listing is held whole; adds their keys to `present` if given.
+    void receive(const std::function<void(const dav::RemoteCollection::MemberSink&)>& list,
+                 std::set<std::string>* present = nullptr);
     void store_downloads(const std::vector<dav::MemberData>& items);
     bool adopt_own_creation(const dav::MemberData& item);
     void apply_remote_deletion(const std::string& key);
@@ -161,6 +171,8 @@ private:
     // File names the state knows, built on first need by adopt_own_creation().
     std::optional<std::set<std::string>> known_files_;
     SyncReport report_;
+    // The answer to "changes since <token>" read by unchanged_since_last_sync().
+    std::optional<std::pair<SyncToken, dav::ChangePage>> first_page_;
 };
 
 }  // namespace davsyncd::sync

@@ -391,6 +391,59 @@ void CollectionState::save(const std::filesystem::path& path) const {
     on_disk_ = std::move(out);
 }
 
+namespace {
+
+std::filesystem::path summary_path(const std::filesystem::path& state_file) {
+    return state_file.string() + ".summary";
+}
+
+// Which version of the state file a summary was written for.
+std::optional<std::string> state_identity(const std::filesystem::path& state_file) {
+    struct stat st {};
+    if (::stat(state_file.c_str(), &st) != 0) return std::nullopt;
+    return cat(st.st_dev, ":", st.st_ino, ":", st.st_size, ":", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
+}
+
+}  // namespace
+
+std::optional<StateSummary> StateSummary::load(const std::filesystem::path& state_file) {
+    auto identity = state_identity(state_file);
+    if (!identity) return std::nullopt;
+    std::string text;
+    try {
+        text = fs::read_file(summary_path(state_file));
+    } catch (const std::exception&) {
+        return std::nullopt;  // none yet: the full path
+    }
+    auto j = json::parse(text, nullptr, false);
+    if (!j.is_object()) return std::nullopt;
+    try {
+        if (j.at("state").get<std::string>() != *identity) return std::nullopt;
+        StateSummary s;
+        s.collection_url = j.at("collection_url").get<std::string>();
+        s.token = SyncToken(j.at("token").get<std::string>());
+        s.items = j.at("items").get<size_t>();
+        s.folder_digest = j.at("folder").get<std::string>();
+        return s;
+    } catch (const json::exception&) {
+        return std::nullopt;
+    }
+}
+
+void StateSummary::save(const std::filesystem::path& state_file) const {
+    auto identity = state_identity(state_file);
+    if (!identity) return;
+    json j{{"state", *identity}, {"collection_url", collection_url}, {"token", token.str()}, {"items", items},
+           {"folder", folder_digest}};
+    auto text = j.dump();
+    auto path = summary_path(state_file);
+    try {
+        if (fs::read_file(path) == text) return;
+    } catch (const std::exception&) {
+    }
+    fs::write_atomic(path, text, 0600);
+}
+
 std::string href_key(const Href& href) {
     std::string_view s = href.str();
     // An absolute URL ("https://host/path"): keep the path. A path that

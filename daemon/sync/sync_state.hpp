@@ -53,6 +53,26 @@ private:
     mutable std::string on_disk_;  // the file's text as loaded or last saved
 };
 
+// What a sync with nothing to do needs instead of the whole state, kept in
+// "<state file>.summary": the token, the item count, and a digest of the
+// stamps of the files the state covers. Loading the state of 15 000 items
+// costs about 0.1 s; this costs a stat of each file.
+//
+// It is only believed for the state file it was written after (its inode,
+// size and mtime are recorded), so a crash between the two writes, or a
+// state saved without it, just means the full path once.
+struct StateSummary {
+    std::string collection_url;
+    SyncToken token;
+    size_t items = 0;
+    std::string folder_digest;  // of the files as the state recorded them
+
+    // nullopt when missing, unreadable, or not written for the state file as it is now.
+    static std::optional<StateSummary> load(const std::filesystem::path& state_file);
+    // Writes it for the state file as it is now (call after saving the state).
+    void save(const std::filesystem::path& state_file) const;
+};
+
 // One line of the download journal: {"key":..,"href":..,"etag":..,"file":..,"hash":..}
 // and a newline (read back by CollectionSync's recovery with any JSON parser).
 std::string journal_line(const std::string& key, const ItemState& item);

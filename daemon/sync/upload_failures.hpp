@@ -57,6 +57,7 @@ public:
         std::erase_if(by_file_, [&](const auto& entry) { return !keep(entry.first); });
     }
 
+    bool empty() const { return by_file_.empty(); }
     unsigned waiting_retry() const;  // temporary failures
     unsigned refused_count() const;  // permanent refusals left in place
 

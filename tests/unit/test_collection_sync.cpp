@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "core/fs.hpp"
+#include "core/log.hpp"
 #include "dav/remote_collection.hpp"
 #include "fake_dav_server.hpp"
 #include "sync/collection_sync.hpp"
@@ -37,7 +38,7 @@ struct Fixture {
     std::string color = "#112233";
     config::DeletionGuard guard;
 
-    Fixture() {
+    explicit Fixture(dav::ClientOptions options = {}) : http(std::move(options)) {
         char tmpl[] = "/tmp/davsyncd-sync-XXXXXX";
         root = ::mkdtemp(tmpl);
     }
@@ -958,3 +959,88 @@ TEST_CASE("an item cut short in a download is fetched again, never written or co
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("a collection far larger than the response-size cap is synced whole: listings are read as they arrive") {
+    // Buffered, a 64 KiB cap would refuse this listing of about 1.5 MB; read
+    // response by response it only bounds what an error page may hold.
+    dav::ClientOptions small;
+    small.max_response_bytes = 64u << 10;
+    small.max_wire_bytes = 64u << 10;
+    Fixture f(small);
+    constexpr int kItems = 5000;
+    for (int i = 0; i < kItems; ++i) f.server.put(cat("e", i, ".ics"), event(cat("uid-", i), cat("event number ", i)));
+    auto r = f.sync();
+    CHECK(r.downloaded == kItems);
+    CHECK(f.local_count() == kItems);
+    // Every item whole and in its own file (named after its UID).
+    for (int i = 0; i < kItems; i += 97) CHECK(f.local(cat("uid-", i, ".ics")) == event(cat("uid-", i), cat("event number ", i)));
+    CHECK(f.local(cat("uid-", kItems - 1, ".ics")) == event(cat("uid-", kItems - 1), cat("event number ", kItems - 1)));
+
+    // The next sync's multiget and sync-collection pages stream the same way.
+    for (int i = 0; i < kItems; i += 2) f.server.put(cat("e", i, ".ics"), event(cat("uid-", i), "changed"));
+    auto again = f.sync();
+    CHECK(again.downloaded == kItems / 2);
+    CHECK(f.local("uid-0.ics") == event("uid-0", "changed"));
+    CHECK(f.local("uid-1.ics") == event("uid-1", "event number 1"));
+
+    // An error page past the cap is still refused (it is held in memory).
+    f.server.intercept = [](const testing::RecordedRequest& req) -> std::optional<testing::CannedResponse> {
+        if (req.method != "REPORT") return std::nullopt;
+        return testing::CannedResponse{500, {{"Content-Type", "text/plain"}}, std::string(100u << 10, 'x')};
+    };
+    f.server.put("late.ics", event("late", "late"));
+    CHECK_THROWS_WITH_AS(f.sync(), doctest::Contains("response larger than 65536 bytes"), dav::HttpError);
+}
+
+TEST_CASE("a sync with nothing to do on either side reads the summary, not the state, and misses no change") {
+    Fixture f;
+    for (int i = 0; i < 20; ++i) f.server.put(cat("e", i, ".ics"), event(cat("uid-", i), "first"));
+    CHECK(f.sync().downloaded == 20);
+
+    // The state file replaced by garbage of the same size, its stamp put
+    // back: a sync that loaded it would find it corrupt and set it aside.
+    auto state = f.root / "state" / "cal.json";
+    auto original = fs::read_file(state);
+    struct stat before {};
+    REQUIRE(::stat(state.c_str(), &before) == 0);
+    {
+        int fd = ::open(state.c_str(), O_WRONLY);
+        REQUIRE(fd >= 0);
+        std::string garbage(original.size(), '#');
+        REQUIRE(::pwrite(fd, garbage.data(), garbage.size(), 0) == static_cast<ssize_t>(garbage.size()));
+        struct timespec times[2] = {before.st_atim, before.st_mtim};
+        REQUIRE(::futimens(fd, times) == 0);
+        ::close(fd);
+    }
+    auto quiet = f.sync();
+    CHECK(quiet.requests == 1);  // the sync-collection report, nothing else
+    CHECK(quiet.items == 20);
+    CHECK_FALSE(stdfs::exists(f.root / "state" / "cal.json.corrupt"));
+    fs::write_atomic(state, original);  // a rewrite: the summary no longer matches it
+
+    // The next sync takes the full path once (the summary is for another
+    // version of the state) and finds nothing; then the quiet path again.
+    CHECK(f.sync().requests == 1);
+    CHECK(f.sync().requests == 1);
+
+    // A change on the server: the report the quiet check read is reused.
+    f.server.put("e3.ics", event("uid-3", "changed there"));
+    auto pulled = f.sync();
+    CHECK(pulled.downloaded == 1);
+    CHECK(pulled.requests == 2);  // report + multiget
+    CHECK(f.local("uid-3.ics") == event("uid-3", "changed there"));
+
+    // A change here, even one that keeps the size: seen by its stamp.
+    auto edited = event("uid-4", "CHANGED-HERE");
+    REQUIRE(edited.size() == event("uid-4", "changed here").size());
+    f.write_local("uid-4.ics", edited);
+    CHECK(f.sync().uploaded == 1);
+    CHECK(f.server.items().at("e4.ics") == edited);
+
+    // A file touched without a change: the full path, which finds nothing to send.
+    CHECK(f.sync().requests == 1);
+    ::utimensat(AT_FDCWD, (f.folder() / "uid-5.ics").c_str(), nullptr, 0);
+    auto touched = f.sync();
+    CHECK(touched.uploaded == 0);
+    CHECK(touched.requests == 1);
+}
