@@ -58,6 +58,7 @@ class DavsyncdAccount(Davsyncd):
     beforehand, so `--once` discovers the account itself (timed)."""
 
     def reset(self) -> None:
+        self.discover_seconds = None       # discovery is part of the timed --once
         self.new_root()
         self.config = self.root / "config.json"
         for d in ("home", "config", "state", "data", "cache", "run"):
