@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="address-book sizes for row 8 (Radicale); '' skips row 8 (default 1000,10000,50000,100000)")
     p.add_argument("--scale-100k", action=argparse.BooleanOptionalAction, default=True,
                    help="row 8's 100 000-item point, run once and last (default on; --no-scale-100k drops it "
-                        "and saves about 7 minutes: Radicale's caches for 100 000 items and one run of each client)")
+                        "and saves 4-7 minutes: Radicale's caches for 100 000 items and one run of each client)")
     p.add_argument("--collections", type=int, default=20,
                    help="row 9: calendars in the many-collections account (default 20; 0 skips row 9)")
     p.add_argument("--collection-events", type=int, default=500,

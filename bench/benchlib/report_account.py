@@ -89,7 +89,8 @@ def _many_collections(suite: dict) -> str:
               f"{_n(per)} events)\n\n")
     out.write("First sync of the whole account, discovery included: `davsyncd --once` with fresh folders and no "
               "discovery cache (it discovers the account itself) against the floor's one Depth-1 PROPFIND of the "
-              "home plus, per calendar, a Depth-0 PROPFIND of the sync-token and a calendar-query with data.\n\n")
+              "home plus, per calendar, a Depth-0 PROPFIND of the sync-token and a calendar-query with data. davsyncd's "
+              "request count is its sync summaries' (its discovery requests are not in them).\n\n")
     out.write("| Client | wall | requests | CPU user+sys | peak RSS |\n|---|---|---|---|---|\n")
     if sd:
         out.write(f"| davsyncd | {sd.fmt()} | {fmt_num(req_d.median, 0) if req_d else '—'} | "
