@@ -26,6 +26,7 @@ import json
 import os
 import re
 import time
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,7 +37,6 @@ from .floor import FloorClient, bodies_in
 REPO = Path(__file__).resolve().parents[2]
 DISCOVERY_SOURCE = REPO / "daemon" / "dav" / "discovery.cpp"
 DISCOVERY_AGE = 7 * 3600       # older than the daemon's kDiscoveryMaxAge (6 h): --once rediscovers
-REDISCOVERY_TARGET_MS = 50.0
 
 
 def discovery_propfind_body(source: Path = DISCOVERY_SOURCE) -> str:
@@ -110,7 +110,6 @@ def _path(url: str) -> str:
 
 
 def _record(results: dict, row: str, name: str, i: int, repeat: int, run: Run) -> None:
-    from dataclasses import asdict
     results.setdefault(row, {}).setdefault(name, [None] * repeat)[i] = asdict(run)
 
 
