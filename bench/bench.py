@@ -25,6 +25,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from benchlib import data, report  # noqa: E402
+from benchlib.account_rows import many_collections_specs, row_many_collections, row_rediscovery  # noqa: E402
 from benchlib.clients import Davsyncd, Vdirsyncer  # noqa: E402
 from benchlib.daemon_rows import run_daemon_rows  # noqa: E402
 from benchlib.rows import ROWS, Context, Floor, row_first_sync, row_one_change  # noqa: E402
@@ -54,8 +55,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="servers for rows 1-4 and 7 (default radicale,xandikos)")
     p.add_argument("--vdirsyncer-servers", default="radicale",
                    help="servers on which vdirsyncer runs too (default radicale)")
-    p.add_argument("--scale", default="1000,10000,50000",
-                   help="address-book sizes for row 8 (Radicale); '' skips row 8 (default 1000,10000,50000)")
+    p.add_argument("--scale", default="1000,10000,50000,100000",
+                   help="address-book sizes for row 8 (Radicale); '' skips row 8 (default 1000,10000,50000,100000)")
+    p.add_argument("--scale-100k", action=argparse.BooleanOptionalAction, default=True,
+                   help="row 8's 100 000-item point, run once and last (default on; --no-scale-100k drops it "
+                        "and saves 4-7 minutes: Radicale's caches for 100 000 items and one run of each client)")
+    p.add_argument("--collections", type=int, default=20,
+                   help="row 9: calendars in the many-collections account (default 20; 0 skips row 9)")
+    p.add_argument("--collection-events", type=int, default=500,
+                   help="row 9: events per calendar (default 500)")
+    p.add_argument("--rediscover-repeat", type=int, default=5,
+                   help="row 10: repeats of each rediscovery measurement (default 5; 0 skips row 10)")
     p.add_argument("--large-scale-repeat", type=int, default=1,
                    help="repeats at the row 8 sizes above --contacts (default 1: a second repeat at "
                         "50 000 items costs about 50 s)")
@@ -87,11 +97,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         explicit = set(x.split("=")[0] for x in (argv if argv is not None else sys.argv[1:]))
         quick = {"contacts": 400, "events": 200, "repeat": 2, "vdirsyncer_repeat": 1, "scale": "200,1000",
                  "vdirsyncer_scale_limit": 200, "idle_window": 10.0, "push_repeat": 2, "poll_interval": 5,
-                 "poll_repeat": 2}
+                 "poll_repeat": 2, "collection_events": 20, "rediscover_repeat": 3}
         for name, value in quick.items():
             if "--" + name.replace("_", "-") not in explicit:
                 setattr(a, name, value)
     a.scale_sizes = [int(x) for x in a.scale.split(",") if x.strip()]
+    if not a.scale_100k:
+        a.scale_sizes = [n for n in a.scale_sizes if n != 100000]
     a.server_list = [s for s in a.servers.split(",") if s]
     a.vdirsyncer_rows = {r.strip() for r in a.vdirsyncer_rows.split(",") if r.strip()}
     a.vdirsyncer_server_list = [s for s in a.vdirsyncer_servers.split(",") if s]
@@ -202,6 +214,31 @@ def run_scale_suite(a, setup, specs, root: Path, label: str, n: int, suites: lis
         clients["floor"].close()
 
 
+def account_suite(sid: str, setup, specs, label: str, repeat: int) -> dict:
+    """The record of rows 9 and 10 (benchlib/account_rows.py): the account
+    as a whole, reported in a section of its own."""
+    return {
+        "id": sid, "server": setup.kind, "server_label": label, "scale": None, "section": "account",
+        "specs": [{"name": s.name, "kind": s.kind, "count": s.count} for s in specs],
+        "repeat": repeat, "slow_repeat": {}, "rows": {}, "notes": {}, "skip_note": {}, "extra": {},
+    }
+
+
+def run_many_collections(a, root: Path, label: str, suites: list) -> None:
+    """Row 9 on a fresh Radicale with one account of many calendars."""
+    specs = many_collections_specs(a.collections, a.collection_events)
+    log(f"Row 9: {a.collections} calendars of {a.collection_events} events ({label}, a fresh server)")
+    setup = SETUPS["radicale"](root / "server", specs, a.seed, log)
+    setup.prepare()
+    setup.start()
+    try:
+        suite = account_suite("collections", setup, specs, label, a.repeat)
+        suites.append(suite)
+        row_many_collections(setup, specs, root, Path(a.binary), a.repeat, log, suite)
+    finally:
+        setup.stop()
+
+
 def results_of(a, argv, started, load_before, versions, stem, suites) -> dict:
     return {
         "meta": {
@@ -216,7 +253,9 @@ def results_of(a, argv, started, load_before, versions, stem, suites) -> dict:
         "rows": [{"id": r.id, "title": r.title, "pending": r.pending, "daemon": r.daemon} for r in ROWS],
         "push_servers": a.push_server_list,
         "options": {"idle_window": a.idle_window, "push_repeat": a.push_repeat, "poll_interval": a.poll_interval,
-                    "poll_repeat": a.poll_repeat, "edits": a.edits, "large_scale_repeat": a.large_scale_repeat},
+                    "poll_repeat": a.poll_repeat, "edits": a.edits, "large_scale_repeat": a.large_scale_repeat,
+                    "collections": a.collections, "collection_events": a.collection_events,
+                    "rediscover_repeat": a.rediscover_repeat},
         "suites": suites,
     }
 
@@ -260,6 +299,12 @@ def main(argv=None) -> int:
                         if row.fn:
                             log(f"  row {row.id}: {row.title}")
                             row.fn(ctx, row.id)
+                    if server == "radicale" and a.rediscover_repeat > 0:
+                        log("  row 10: rediscovery of the account's collections")
+                        suite = account_suite("rediscovery", setup, main_specs, labels[server], a.rediscover_repeat)
+                        suites.append(suite)
+                        row_rediscovery(setup, main_specs, work / server / "rediscovery", Path(a.binary),
+                                        a.rediscover_repeat, log, suite)
                     if server in a.push_server_list:
                         log("  rows 5, 6 and 7 (idle): davsyncd as a daemon, with WebDAV-Push and poll-only")
                         run_daemon_rows(ctx, work / server / "daemon", Path(a.binary), a)
@@ -273,6 +318,8 @@ def main(argv=None) -> int:
                                     a.contacts, suites)
             finally:
                 setup.stop()
+        if a.collections > 0:
+            run_many_collections(a, work / "collections", labels["radicale"], suites)
         for n in a.scale_sizes:
             if "radicale" in a.server_list and n == a.contacts:
                 continue

@@ -146,7 +146,10 @@ class Davsyncd(Client):
 
     def first_sync(self) -> Run:
         self.reset()
-        return self.sync()
+        run = self.sync()
+        # The untimed --discover before it, for the "discovery included" ratio.
+        run.detail["discover_seconds"] = self.discover_seconds
+        return run
 
     def sync(self) -> Run:
         run, so, se = run_timed([str(self.binary), "--config", str(self.config), "--once"], self._env())
