@@ -59,14 +59,7 @@ class DavsyncdAccount(Davsyncd):
 
     def reset(self) -> None:
         self.discover_seconds = None       # discovery is part of the timed --once
-        self.new_root()
-        self.config = self.root / "config.json"
-        for d in ("home", "config", "state", "data", "cache", "run"):
-            (self.root / d).mkdir(parents=True, mode=0o700)
-        account = {"id": "bench", "url": self.setup.home_url, "username": self.setup.user,
-                   "password": self.setup.password,
-                   "collections": {"include": [s.name for s in self.specs]}}
-        self.config.write_text(json.dumps({"accounts": [account]}, indent=2))
+        self.fresh_config()
 
     def discovery_cache(self) -> Path:
         return self.root / "state" / "davsyncd" / "bench" / "collections.json"

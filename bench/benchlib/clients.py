@@ -130,6 +130,15 @@ class Davsyncd(Client):
 
     def reset(self) -> None:
         """Fresh folders and a fresh configuration; discovery (untimed)."""
+        self.fresh_config()
+        run, so, se = run_timed([str(self.binary), "--config", str(self.config), "--discover"], self._env())
+        found = sum(1 for s in self.specs if f"/{s.name}/" in so)
+        if found != len(self.specs):
+            raise ClientError(f"davsyncd --discover did not list every collection:\n{so}\n{se}")
+        self.discover_seconds = run.wall
+
+    def fresh_config(self) -> None:
+        """Fresh XDG folders and a configuration with this client's collections."""
         self.new_root()
         self.config = self.root / "config.json"
         for d in ("home", "config", "state", "data", "cache", "run"):
@@ -138,11 +147,6 @@ class Davsyncd(Client):
                    "password": self.setup.password,
                    "collections": {"include": [s.name for s in self.specs]}}
         self.config.write_text(json.dumps({"accounts": [account]}, indent=2))
-        run, so, se = run_timed([str(self.binary), "--config", str(self.config), "--discover"], self._env())
-        found = sum(1 for s in self.specs if f"/{s.name}/" in so)
-        if found != len(self.specs):
-            raise ClientError(f"davsyncd --discover did not list every collection:\n{so}\n{se}")
-        self.discover_seconds = run.wall
 
     def first_sync(self) -> Run:
         self.reset()
